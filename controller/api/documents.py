@@ -1,0 +1,226 @@
+"""The documents a team keeps in Git: ``Environment`` and ``ModelDeployment``.
+
+These pydantic models are the single definition of the contract: the loader validates YAML with
+them, the CRDs under ``manifests/crds`` are generated from them, and the planner reads them. Field
+names are camelCase on the wire (Kubernetes convention) and snake_case in Python. Unknown fields
+are errors, so a typo never silently turns into a default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from croniter import croniter
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "mlgitops.io/v1alpha1"
+GROUP = "mlgitops.io"
+
+_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_IDENT = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$"
+_VERSION = re.compile(r"^[1-9][0-9]*$")
+
+
+class Model(BaseModel):
+    """Base for every document part: camelCase aliases, unknown fields forbidden."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+def _version(value: Any) -> Any:
+    # YAML reads `version: 3` as an int; a registry version is a positive integer either way.
+    if isinstance(value, bool):
+        raise ValueError('must be a registry version number such as "3"')
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str) or not _VERSION.match(value):
+        raise ValueError(f'must be a registry version number such as "3", got {value!r}')
+    return value
+
+
+VersionNumber = Annotated[str, BeforeValidator(_version)]
+
+
+def _cron(value: str) -> str:
+    if not croniter.is_valid(value):
+        raise ValueError(f'{value!r} is not a valid cron schedule (5 fields, e.g. "0 3 * * 0")')
+    return value
+
+
+Schedule = Annotated[str, AfterValidator(_cron)]
+
+
+class ObjectMeta(Model):
+    name: str = Field(pattern=_NAME, max_length=63)
+    namespace: str | None = Field(default=None, pattern=_NAME, max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    # Kubernetes adds these to objects read from a cluster; documents in Git leave them out.
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- Environment ---------------------------------------------------------------------------
+
+
+class RegistrySpec(Model):
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking/registry URI. Omitted: the embedded SQLite store.",
+    )
+
+
+class WriteBackSpec(Model):
+    branch: str = "main"
+    author: str = Field(default="mlgitops <mlgitops@localhost>", pattern=r"^[^<>]+ <[^<>]+>$")
+
+
+class EnvironmentSpec(Model):
+    catalog: str = Field(
+        pattern=_IDENT, description="Registered models are <catalog>.<schema>.<model>."
+    )
+    namespace: str = Field(pattern=_NAME, max_length=63, description="Kubernetes namespace.")
+    registry: RegistrySpec = Field(default_factory=RegistrySpec)
+    read_catalogs: list[Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=list)
+    write_back: WriteBackSpec = Field(default_factory=WriteBackSpec)
+
+
+class Environment(Model):
+    api_version: Literal["mlgitops.io/v1alpha1"]
+    kind: Literal["Environment"]
+    metadata: ObjectMeta
+    spec: EnvironmentSpec
+
+
+# --- ModelDeployment -----------------------------------------------------------------------
+
+
+class VersionPin(Model):
+    version: VersionNumber
+
+
+class PromotionSpec(Model):
+    policy: Literal["auto", "manual", "disabled"] = "manual"
+
+
+class TrainingSource(Model):
+    repo: str = Field(min_length=1)
+    branch: str = "main"
+    paths: list[str] = Field(default_factory=lambda: ["**"])
+
+
+class TrainingSpec(Model):
+    source: TrainingSource
+    command: list[str] = Field(min_length=1)
+    image: str | None = None
+    schedule: Schedule | None = None
+
+
+class DataSpec(Model):
+    uri: str = Field(min_length=1)
+    target: str = Field(min_length=1)
+
+
+class Threshold(Model):
+    metric: str = Field(min_length=1)
+    min: float | None = None
+    max: float | None = None
+    min_change_vs_champion: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Threshold:
+        if self.min is None and self.max is None and self.min_change_vs_champion is None:
+            raise ValueError("a threshold needs min, max or minChangeVsChampion")
+        return self
+
+
+class Slice(Model):
+    name: str = Field(pattern=_IDENT)
+    where: str = Field(min_length=1)
+    thresholds: list[Threshold] = Field(min_length=1)
+
+
+class ValidationSpec(Model):
+    data: DataSpec
+    thresholds: list[Threshold] = Field(default_factory=list)
+    slices: list[Slice] = Field(default_factory=list)
+    required_tags: list[str] = Field(default_factory=list)
+
+
+class TrafficSpec(Model):
+    challenger: int = Field(default=0, ge=0, le=100, description="Percent of requests.")
+
+
+class ServingSpec(Model):
+    enabled: bool = True
+    replicas: int = Field(default=1, ge=0, le=100)
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+
+
+class BatchInferenceSpec(Model):
+    schedule: Schedule
+    input: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+
+
+class DriftSpec(Model):
+    method: Literal["psi", "ks"] = "psi"
+    threshold: float = Field(default=0.2, gt=0)
+
+
+class RetrainSpec(Model):
+    violations: int = Field(default=2, ge=1)
+    windows: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _fits(self) -> RetrainSpec:
+        if self.violations > self.windows:
+            raise ValueError("violations cannot exceed windows")
+        return self
+
+
+class MonitoringSpec(Model):
+    schedule: Schedule
+    baseline: str = Field(min_length=1)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    retrain: RetrainSpec | None = None
+
+
+class ModelDeploymentSpec(Model):
+    model: str = Field(
+        pattern=r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)?$",
+        description="<schema>.<model>; the catalog comes from the Environment.",
+    )
+    champion: VersionPin | None = None
+    challenger: VersionPin | None = None
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+    training: TrainingSpec | None = None
+    validation: ValidationSpec | None = None
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    batch_inference: BatchInferenceSpec | None = None
+    monitoring: MonitoringSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelDeploymentSpec:
+        if self.challenger and self.champion and self.challenger.version == self.champion.version:
+            raise ValueError("challenger.version must differ from champion.version")
+        if self.serving.traffic.challenger and not self.challenger:
+            raise ValueError("serving.traffic.challenger is set but there is no challenger")
+        return self
+
+
+class ModelDeployment(Model):
+    api_version: Literal["mlgitops.io/v1alpha1"]
+    kind: Literal["ModelDeployment"]
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+
+
+def registered_name(*, catalog: str, model: str) -> str:
+    """The full registry name of ``model`` (``<schema>.<model>``) in ``catalog``."""
+    parts = model.split(".")
+    return model if len(parts) == 3 else f"{catalog}.{model}"

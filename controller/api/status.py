@@ -1,0 +1,58 @@
+"""The status contract, as Flux and the Kubernetes API conventions shape it.
+
+One ``ModelDeploymentStatus`` per document, written by one summarizer
+(``controller.reconcile.summarize``) and nowhere else. ``Ready`` is always present; ``Reconciling``
+and ``Stalled`` appear only while true. There is no ``phase``: conditions carry the state.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+HISTORY_LIMIT = 10
+
+
+class StatusModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Condition(StatusModel):
+    type: Literal["Ready", "Reconciling", "Stalled"]
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class VersionStatus(StatusModel):
+    version: str
+    run_id: str | None = None
+    code_commit: str | None = None
+    validation_status: str | None = None
+
+
+class HistoryEntry(StatusModel):
+    alias: Literal["champion", "challenger"]
+    version: str | None = Field(description="The version the alias moved to; null: removed.")
+    previous: str | None = None
+    revision: str
+    reason: str
+    time: str
+
+
+class ModelDeploymentStatus(StatusModel):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    last_applied_revision: str | None = None
+    last_attempted_revision: str | None = None
+    registered_model: str | None = None
+    champion: VersionStatus | None = None
+    challenger: VersionStatus | None = None
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)

@@ -1,0 +1,393 @@
+"""The ``mlgitops`` command: validate, diff, sync and inspect environments kept in Git.
+
+Exit codes are part of the interface, so scripts and pull-request checks can rely on them:
+0 success (``diff``: nothing would change), 1 ``diff`` found changes, 2 invalid input or an
+unreachable dependency, with one line per problem naming the file, line and field.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from controller.api.loader import load_environment
+from controller.errors import Busy, InvalidInput, MlgitopsError, Problem, Unavailable
+from controller.reconcile import ENVIRONMENTS_ROOT, Registry, SyncResult, reconcile
+from controller.sources import GitSource
+from controller.state import StateDir, resolve_state_dir
+
+app = typer.Typer(
+    name="mlgitops",
+    help=(
+        "GitOps for ML models. Each folder environments/<env>/ of a Git repository holds an "
+        "Environment document and one ModelDeployment per model; mlgitops makes the MLflow "
+        "registry match it (aliases champion and challenger in the environment's catalog)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+RepoOpt = Annotated[
+    str,
+    typer.Option(
+        "--repo",
+        "-r",
+        help="Config repository: a local path or a Git URL (file://, https://, ssh). "
+        "URLs are mirrored under the state directory and fetched incrementally.",
+        envvar="MLGITOPS_REPO",
+    ),
+]
+RevOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rev",
+        help="Branch, tag or commit to read. Default: the branch head (HEAD). "
+        "Only committed files are read, never uncommitted edits.",
+    ),
+]
+EnvOpt = Annotated[
+    str,
+    typer.Option("--env", "-e", help="Environment: the folder name under environments/."),
+]
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Where mlgitops keeps its state: the embedded MLflow store (used when the "
+        "Environment sets no registry.trackingUri), Git mirrors and the last status. "
+        "Default: $MLGITOPS_STATE_DIR or ./.mlgitops",
+        show_default=False,
+    ),
+]
+
+
+def _fail(problems: list[str], code: int = 2) -> NoReturn:
+    for line in problems:
+        err.print(f"error: {line}", markup=False)
+    raise typer.Exit(code)
+
+
+def _problems(error: MlgitopsError) -> list[str]:
+    if isinstance(error, InvalidInput):
+        return [str(p) for p in error.problems] or [str(error)]
+    return [str(error)]
+
+
+def _registry_factory(state: StateDir) -> Callable[[str | None], Registry]:
+    def factory(tracking_uri: str | None) -> Registry:
+        from controller.registry import MlflowRegistry, embedded_tracking_uri  # slow import
+
+        return MlflowRegistry(tracking_uri or embedded_tracking_uri(state.root))
+
+    return factory
+
+
+def _source(repo: str, state: StateDir) -> GitSource:
+    return GitSource(repo, cache_dir=state.git_cache)
+
+
+@app.command()
+def validate(
+    repo: RepoOpt = ".",
+    rev: RevOpt = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="Only these environments.")
+    ] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Lint every environment folder at a revision. Exit 0 when all are valid, 2 otherwise.
+
+    Checks YAML syntax, the document schemas (unknown fields, types, schedules), one Environment
+    per folder, one ModelDeployment per model, and that every model is in the environment's own
+    catalog. It reads no registry, so it is fit for a pull-request check.
+    """
+    state = StateDir(resolve_state_dir(state_dir))
+    source = _source(repo, state)
+    try:
+        commit = source.resolve(rev)
+        names = env or source.list_folders(commit.sha, ENVIRONMENTS_ROOT)
+        if not names:
+            _fail(
+                [
+                    f"{source.display}: no environment folders under {ENVIRONMENTS_ROOT}/ at {commit.short}"
+                ]
+            )
+        problems: list[str] = []
+        for name in names:
+            folder = f"{ENVIRONMENTS_ROOT}/{name}"
+            files = source.read_folder(commit.sha, folder)
+            if files is None:
+                problems.append(
+                    str(
+                        Problem(folder, None, None, f"no such environment folder at {commit.short}")
+                    )
+                )
+                continue
+            try:
+                desired = load_environment(files, env_name=name, revision=commit.sha, folder=folder)
+            except InvalidInput as exc:
+                problems.extend(str(p) for p in exc.problems)
+                continue
+            out.print(
+                f"ok   {folder} ({len(desired.deployments)} ModelDeployments, catalog {desired.catalog})"
+            )
+    except MlgitopsError as exc:
+        _fail(_problems(exc))
+    if problems:
+        _fail(problems)
+    out.print(f"valid: {len(names)} environment(s) at {commit.short}")
+
+
+def _fmt(version: str | None) -> str:
+    return version if version is not None else "(none)"
+
+
+def _run(
+    env: str, repo: str, rev: str | None, state_dir: Path | None, *, dry_run: bool
+) -> SyncResult:
+    state = StateDir(resolve_state_dir(state_dir))
+    source = _source(repo, state)
+    try:
+        with state.lock(env):
+            return reconcile(
+                env=env,
+                source=source,
+                registry_for=_registry_factory(state),
+                store=state if not dry_run else _ReadOnly(state),
+                rev=rev,
+                dry_run=dry_run,
+            )
+    except Busy as exc:
+        _fail([str(exc)])
+    finally:
+        source.close()
+
+
+class _ReadOnly:
+    """A store that reads the real status but never writes: ``diff`` changes nothing."""
+
+    def __init__(self, state: StateDir) -> None:
+        self._state = state
+
+    def load_status(self, env: str) -> dict[str, Any] | None:
+        return self._state.load_status(env)
+
+    def save_status(self, env: str, data: dict[str, Any]) -> None:
+        return None
+
+
+@app.command()
+def diff(
+    env: EnvOpt,
+    repo: RepoOpt = ".",
+    rev: RevOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Show what a sync would change, model by model (before -> after). Changes nothing.
+
+    Exit 0 when nothing would change, 1 when something would, 2 on invalid input or an
+    unreachable repository or registry.
+    """
+    result = _run(env, repo, rev, state_dir, dry_run=True)
+    if result.error is not None:
+        _fail(_problems(result.error))
+    assert result.plan is not None
+    assert result.commit is not None
+    changed = [m for m in result.plan.models if m.changes]
+    for model in changed:
+        out.print(f"~ {model.model} ({model.deployment})")
+        for change in model.changes:
+            out.print(f"    {change.alias:<10} {_fmt(change.previous)} -> {_fmt(change.version)}")
+    total = len(result.plan.changes)
+    if not total:
+        out.print(f"{env}: in sync with {result.commit.short} ({len(result.plan.models)} models)")
+        raise typer.Exit(0)
+    out.print(
+        f"{env}: {total} alias change(s) in {len(changed)} model(s) to reach {result.commit.short}"
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def sync(
+    env: EnvOpt,
+    repo: RepoOpt = ".",
+    rev: RevOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Run one reconcile pass: move the registry aliases to what Git pins at the revision.
+
+    A revision with any invalid document, unknown model or version, or a version whose
+    validation FAILED is rejected whole: nothing is changed and the last good revision stays in
+    force. Every alias change is recorded as a tag on the model version. Exit 0 or 2.
+    """
+    result = _run(env, repo, rev, state_dir, dry_run=False)
+    if result.error is not None:
+        _fail(_problems(result.error))
+    assert result.commit is not None
+    assert result.plan is not None
+    for change in result.applied:
+        out.print(
+            f"  {change.model}: {change.alias} {_fmt(change.previous)} -> {_fmt(change.version)}"
+        )
+    n = len(result.applied)
+    what = f"{n} alias change(s)" if n else "no changes"
+    out.print(f"{env}: synced to {result.commit.short} ({len(result.plan.models)} models, {what})")
+
+
+def _last_change(status: dict[str, Any]) -> str:
+    history = status.get("history") or []
+    if not history:
+        return ""
+    h = history[-1]
+    when = h["time"][:16].replace("T", " ")
+    return f"{h['alias']} {_fmt(h.get('previous'))}->{_fmt(h.get('version'))} {when} @{h['revision'][:7]}"
+
+
+def _ready(status: dict[str, Any]) -> str:
+    for c in status.get("conditions", []):
+        if c["type"] == "Ready":
+            return "True" if c["status"] == "True" else f"False ({c['reason']})"
+    return "Unknown"
+
+
+@app.command()
+def status(
+    env: EnvOpt,
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="table or json (one JSON document).")
+    ] = "table",
+    state_dir: StateOpt = None,
+) -> None:
+    """Show each model's champion, challenger, validation status, revision and last change.
+
+    Reads the status the last sync or run recorded under the state directory; no registry or
+    Git access. -o json gives the same as one JSON document for scripts.
+    """
+    if output not in ("table", "json"):
+        _fail([f"--output: must be table or json, got {output!r}"])
+    state = StateDir(resolve_state_dir(state_dir))
+    data = state.load_status(env)
+    if data is None:
+        _fail(
+            [f"no status for environment {env!r} in {state.root} (run: mlgitops sync --env {env})"]
+        )
+    if output == "json":
+        doc = {
+            "environment": env,
+            "lastAppliedRevision": data.get("lastAppliedRevision"),
+            "lastAttemptedRevision": data.get("lastAttemptedRevision"),
+            "problems": data.get("problems", []),
+            "source": data.get("source"),
+            "registry": data.get("registry"),
+            "updated": data.get("updated"),
+            "models": [
+                {"name": name, **rec.get("status", {})}
+                for name, rec in sorted(data.get("models", {}).items())
+            ],
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in (
+        "MODEL",
+        "REGISTERED MODEL",
+        "CHAMPION",
+        "CHALLENGER",
+        "VALIDATION",
+        "READY",
+        "REVISION",
+        "LAST CHANGE",
+    ):
+        table.add_column(col, overflow="fold")
+    for name, rec in sorted(data.get("models", {}).items()):
+        st = rec.get("status", {})
+        champ, chall = st.get("champion") or {}, st.get("challenger") or {}
+        validation = " ".join(
+            f"{v['version']}:{v.get('validationStatus') or '-'}" for v in (champ, chall) if v
+        )
+        table.add_row(
+            name,
+            st.get("registeredModel", ""),
+            champ.get("version", "-"),
+            chall.get("version", "-"),
+            validation,
+            _ready(st),
+            (st.get("lastAppliedRevision") or "")[:7],
+            _last_change(st),
+        )
+    out.print(table)
+    applied = (data.get("lastAppliedRevision") or "")[:7] or "none"
+    attempted = (data.get("lastAttemptedRevision") or "")[:7] or "none"
+    out.print(
+        f"\nenvironment {env}: applied {applied}, attempted {attempted}, updated {data.get('updated', '?')[:19]}"
+    )
+    for problem in data.get("problems", []):
+        out.print(f"  rejected: {problem}", markup=False)
+
+
+@app.command()
+def history(
+    env: EnvOpt,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Only this ModelDeployment (metadata.name).")
+    ] = None,
+    repo: RepoOpt = ".",
+    rev: RevOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Show every alias change recorded in the registry (tags on the model versions).
+
+    This is the durable record: it survives the loss of the state directory or the controller.
+    """
+    from controller.reconcile import load_desired
+    from controller.registry import MlflowRegistry, embedded_tracking_uri
+
+    state = StateDir(resolve_state_dir(state_dir))
+    source = _source(repo, state)
+    try:
+        _, desired = load_desired(source, env=env, rev=rev)
+        uri = desired.environment.spec.registry.tracking_uri or embedded_tracking_uri(state.root)
+        registry = MlflowRegistry(uri)
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("TIME", "MODEL", "ALIAS", "CHANGE", "REVISION", "REASON"):
+            table.add_column(col, overflow="fold")
+        shown = 0
+        for d in desired.deployments:
+            if model and d.doc.metadata.name != model:
+                continue
+            for e in registry.history(model=d.registered_model):
+                shown += 1
+                table.add_row(
+                    e.time[:19].replace("T", " "),
+                    d.registered_model,
+                    e.alias,
+                    f"{_fmt(e.previous)} -> {_fmt(e.version)}",
+                    e.revision[:7],
+                    e.reason,
+                )
+    except (InvalidInput, Unavailable) as exc:
+        _fail(_problems(exc))
+    finally:
+        source.close()
+    if model and not any(d.doc.metadata.name == model for d in desired.deployments):
+        _fail([f"--model: no ModelDeployment named {model!r} in environment {env!r}"])
+    out.print(table if shown else "no alias changes recorded")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Every domain error in one place, so the boundaries (CLI, operator) map them in one place.
+
+Two families matter to callers: ``InvalidInput`` means the desired state itself is wrong and
+retrying will not help (the CLI exits 2, the operator reports Stalled); ``Unavailable`` means a
+dependency (Git, the registry) could not be reached and a later retry may succeed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class MlgitopsError(Exception):
+    """Base of all errors the controller raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a document, located precisely enough to fix it."""
+
+    file: str
+    line: int | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+@dataclass
+class InvalidInput(MlgitopsError):
+    """The revision (or a document in it) is invalid; nothing from it may be applied."""
+
+    problems: list[Problem] = field(default_factory=list)
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        return "; ".join(str(p) for p in self.problems) or "invalid input"
+
+
+class Unavailable(MlgitopsError):
+    """A dependency could not be reached; the last good state stays in force. Retry later."""
+
+    reason = "Unavailable"
+
+
+class SourceUnavailable(Unavailable):
+    """The Git repository or revision could not be read."""
+
+    reason = "GitUnavailable"
+
+
+class RegistryUnavailable(Unavailable):
+    """The MLflow registry could not be reached or answered with a server error."""
+
+    reason = "RegistryUnavailable"
+
+
+class Busy(MlgitopsError):
+    """Another mlgitops process holds the environment's lock."""

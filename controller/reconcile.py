@@ -1,0 +1,432 @@
+"""One reconcile pass of one environment: observe -> plan -> apply -> summarize.
+
+Level-based: every pass reads the whole desired state (a Git revision) and the observed state (the
+registry), computes a plan with no I/O, applies it once, and writes one status summary. It never
+asks what event woke it, so running it twice changes nothing the second time. Invalid input stops
+the pass before the first write; an unreachable dependency leaves the last good state in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from controller.api.documents import ModelDeployment
+from controller.api.loader import DesiredState, load_environment
+from controller.api.status import (
+    HISTORY_LIMIT,
+    Condition,
+    HistoryEntry,
+    ModelDeploymentStatus,
+    VersionStatus,
+)
+from controller.errors import InvalidInput, MlgitopsError, Problem, Unavailable
+from controller.planning import (
+    AliasChange,
+    AliasEvent,
+    Observed,
+    Plan,
+    VersionInfo,
+    plan,
+    versions_to_inspect,
+)
+
+ENVIRONMENTS_ROOT = "environments"
+
+
+class Commit(Protocol):
+    @property
+    def sha(self) -> str: ...
+    @property
+    def short(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+
+
+class Source(Protocol):
+    display: str
+
+    def resolve(self, rev: str | None = None) -> Commit: ...
+    def read_folder(self, sha: str, folder: str) -> dict[str, bytes] | None: ...
+
+
+class Registry(Protocol):
+    display: str
+
+    def observe(
+        self, *, catalog: str, inspect: Callable[[dict[str, dict[str, str]]], set[tuple[str, str]]]
+    ) -> Observed: ...
+    def set_alias(self, *, model: str, event: AliasEvent) -> None: ...
+
+
+class Store(Protocol):
+    def load_status(self, env: str) -> dict[str, Any] | None: ...
+    def save_status(self, env: str, data: dict[str, Any]) -> None: ...
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def load_desired(source: Source, *, env: str, rev: str | None) -> tuple[Commit, DesiredState]:
+    """The environment ``env`` at ``rev``, validated whole. Raises InvalidInput / Unavailable."""
+    commit = source.resolve(rev)
+    folder = f"{ENVIRONMENTS_ROOT}/{env}"
+    files = source.read_folder(commit.sha, folder)
+    if files is None:
+        raise InvalidInput(
+            [Problem(folder, None, None, f"no such environment folder at revision {commit.short}")],
+            commit.sha,
+        )
+    return commit, load_environment(files, env_name=env, revision=commit.sha, folder=folder)
+
+
+# --- the one summarizer ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a pass did, as the summarizer needs it. Steps build this; only ``summarize`` reads it."""
+
+    attempted: str | None  # the revision tried, None if Git could not be read
+    applied: bool
+    reason: str  # CamelCase
+    message: str
+    stalled: bool = False
+
+
+def _condition(
+    previous: ModelDeploymentStatus | None,
+    *,
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> Condition:
+    old = previous.condition(type_) if previous else None
+    since = old.last_transition_time if old is not None and old.status == status else now
+    return Condition.model_validate(
+        {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": since,
+            "observedGeneration": generation,
+        }
+    )
+
+
+def summarize(
+    *,
+    previous: ModelDeploymentStatus | None,
+    outcome: Outcome,
+    generation: int | None,
+    registered_model: str | None,
+    champion: VersionStatus | None,
+    challenger: VersionStatus | None,
+    events: list[HistoryEntry],
+    now: str,
+) -> ModelDeploymentStatus:
+    """The only place conditions are written. Ready always; Stalled only while true."""
+    conditions = [
+        _condition(
+            previous,
+            type_="Ready",
+            status="True" if outcome.applied else "False",
+            reason=outcome.reason,
+            message=outcome.message,
+            generation=generation,
+            now=now,
+        )
+    ]
+    if outcome.stalled:
+        conditions.append(
+            _condition(
+                previous,
+                type_="Stalled",
+                status="True",
+                reason=outcome.reason,
+                message=outcome.message,
+                generation=generation,
+                now=now,
+            )
+        )
+    history = [*(previous.history if previous else []), *events][-HISTORY_LIMIT:]
+    return ModelDeploymentStatus(
+        observed_generation=generation
+        if outcome.applied
+        else (previous.observed_generation if previous else None),
+        conditions=conditions,
+        last_applied_revision=outcome.attempted
+        if outcome.applied
+        else (previous.last_applied_revision if previous else None),
+        last_attempted_revision=outcome.attempted
+        or (previous.last_attempted_revision if previous else None),
+        registered_model=registered_model or (previous.registered_model if previous else None),
+        champion=champion if outcome.applied else (previous.champion if previous else None),
+        challenger=challenger if outcome.applied else (previous.challenger if previous else None),
+        history=history,
+    )
+
+
+# --- the pass -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SyncResult:
+    env: str
+    commit: Commit | None = None
+    desired: DesiredState | None = None
+    plan: Plan | None = None
+    applied: list[AliasChange] = field(default_factory=list)
+    observed: Observed | None = None
+    error: MlgitopsError | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+def _spec_hash(doc: ModelDeployment) -> str:
+    raw = json.dumps(doc.spec.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _version_status(
+    version: str | None,
+    *,
+    model: str,
+    observed: Observed,
+    previous: VersionStatus | None,
+) -> VersionStatus | None:
+    if version is None:
+        return None
+    seen = observed.models.get(model)
+    info: VersionInfo | None = seen.versions.get(version) if seen else None
+    if info is not None:
+        return VersionStatus(
+            version=version,
+            run_id=info.run_id,
+            code_commit=info.code_commit,
+            validation_status=info.validation_status,
+        )
+    if previous is not None and previous.version == version:
+        return previous
+    failed = (model, version) in observed.failed
+    return VersionStatus(version=version, validation_status="FAILED" if failed else None)
+
+
+def _inspect(
+    desired: DesiredState, previous: Mapping[str, ModelDeploymentStatus]
+) -> Callable[[dict[str, dict[str, str]]], set[tuple[str, str]]]:
+    """Versions to read one by one: those an alias will move to, and pins whose details we lack."""
+
+    def inspect(aliases: dict[str, dict[str, str]]) -> set[tuple[str, str]]:
+        want = versions_to_inspect(desired, aliases)
+        for d in desired.deployments:
+            old = previous.get(d.doc.metadata.name)
+            for pin, known in (
+                (d.doc.spec.champion, old.champion if old else None),
+                (d.doc.spec.challenger, old.challenger if old else None),
+            ):
+                if pin is not None and (
+                    known is None or known.version != pin.version or known.run_id is None
+                ):
+                    want.add((d.registered_model, pin.version))
+        return want
+
+    return inspect
+
+
+def reconcile(
+    *,
+    env: str,
+    source: Source,
+    registry_for: Callable[[str | None], Registry],
+    store: Store,
+    rev: str | None = None,
+    dry_run: bool = False,
+    now: Callable[[], str] = now_iso,
+) -> SyncResult:
+    """One pass over environment ``env``. Never raises for domain errors: see ``result.error``.
+
+    With ``dry_run`` it stops after planning (``mlgitops diff``) and writes nothing at all.
+    """
+    result = SyncResult(env=env)
+    saved = store.load_status(env) or {}
+    records: dict[str, dict[str, Any]] = saved.get("models", {})
+    previous = {
+        name: ModelDeploymentStatus.model_validate(rec["status"])
+        for name, rec in records.items()
+        if "status" in rec
+    }
+    registry: Registry | None = None
+    try:
+        result.commit, result.desired = load_desired(source, env=env, rev=rev)
+        desired = result.desired
+        registry = registry_for(desired.environment.spec.registry.tracking_uri)
+        result.observed = registry.observe(
+            catalog=desired.catalog, inspect=_inspect(desired, previous)
+        )
+        result.plan = plan(desired, result.observed)
+        if result.plan.problems:
+            raise InvalidInput(list(result.plan.problems), desired.revision)
+        if dry_run:
+            return result
+        reason = _reason(result.commit)
+        stamp = now()
+        for change in result.plan.changes:
+            event = AliasEvent(
+                alias=change.alias,
+                version=change.version,
+                previous=change.previous,
+                revision=result.commit.sha,
+                reason=reason,
+                time=stamp,
+            )
+            registry.set_alias(model=change.model, event=event)
+            result.applied.append(change)
+    except (InvalidInput, Unavailable) as exc:
+        result.error = exc
+        if dry_run:
+            return result
+
+    stamp = now()
+    if result.error is None:
+        models = _applied_records(result, records, previous, stamp)
+        saved["lastAppliedRevision"] = result.desired.revision if result.desired else None
+        saved["problems"] = []
+        saved.pop("lastError", None)
+    else:
+        models = _failed_records(result.error, records, previous, result.commit, stamp)
+        problems = getattr(result.error, "problems", None)
+        saved["problems"] = [str(p) for p in problems] if problems else [str(result.error)]
+        saved["lastError"] = {"reason": _error_reason(result.error), "time": stamp}
+    if result.commit is not None:
+        saved["lastAttemptedRevision"] = result.commit.sha
+    saved.update(environment=env, models=models, updated=stamp, source=source.display)
+    if registry is not None:
+        saved["registry"] = registry.display
+    store.save_status(env, saved)
+    result.status = saved
+    return result
+
+
+def _reason(commit: Commit) -> str:
+    return f"revision {commit.short}: {commit.subject}"[:500]
+
+
+def _error_reason(error: MlgitopsError) -> str:
+    return (
+        "InvalidRevision"
+        if isinstance(error, InvalidInput)
+        else getattr(error, "reason", "Unavailable")
+    )
+
+
+def _dump(status: ModelDeploymentStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _applied_records(
+    result: SyncResult,
+    records: Mapping[str, dict[str, Any]],
+    previous: Mapping[str, ModelDeploymentStatus],
+    stamp: str,
+) -> dict[str, dict[str, Any]]:
+    desired, commit, observed = result.desired, result.commit, result.observed
+    assert desired is not None
+    assert commit is not None
+    assert observed is not None
+    out: dict[str, dict[str, Any]] = {}
+    for d in desired.deployments:
+        name, spec = d.doc.metadata.name, d.doc.spec
+        old_rec, old = records.get(name, {}), previous.get(name)
+        spec_hash = _spec_hash(d.doc)
+        generation = int(old_rec.get("generation", 0)) + (old_rec.get("specHash") != spec_hash)
+        champion = _version_status(
+            spec.champion.version if spec.champion else None,
+            model=d.registered_model,
+            observed=observed,
+            previous=old.champion if old else None,
+        )
+        challenger = _version_status(
+            spec.challenger.version if spec.challenger else None,
+            model=d.registered_model,
+            observed=observed,
+            previous=old.challenger if old else None,
+        )
+        events = [
+            HistoryEntry(
+                alias=c.alias,
+                version=c.version,
+                previous=c.previous,
+                revision=commit.sha,
+                reason=_reason(commit),
+                time=stamp,
+            )
+            for c in result.applied
+            if c.deployment == name
+        ]
+        parts = [f"champion {champion.version}" if champion else "no champion"]
+        if challenger:
+            parts.append(f"challenger {challenger.version}")
+        status = summarize(
+            previous=old,
+            outcome=Outcome(
+                attempted=commit.sha,
+                applied=True,
+                reason="Reconciled",
+                message=f"Applied revision {commit.short}: {', '.join(parts)}",
+            ),
+            generation=generation,
+            registered_model=d.registered_model,
+            champion=champion,
+            challenger=challenger,
+            events=events,
+            now=stamp,
+        )
+        out[name] = {"generation": generation, "specHash": spec_hash, "status": _dump(status)}
+    return out
+
+
+def _failed_records(
+    error: MlgitopsError,
+    records: Mapping[str, dict[str, Any]],
+    previous: Mapping[str, ModelDeploymentStatus],
+    commit: Commit | None,
+    stamp: str,
+) -> dict[str, dict[str, Any]]:
+    """The last good state stays in force; every known ModelDeployment says why it is not Ready."""
+    stalled = isinstance(error, InvalidInput)
+    attempted = (error.revision if isinstance(error, InvalidInput) else None) or (
+        commit.sha if commit else None
+    )
+    message = str(error)
+    if isinstance(error, InvalidInput) and len(error.problems) > 3:
+        message = "; ".join(str(p) for p in error.problems[:3])
+        message += f"; and {len(error.problems) - 3} more"
+    out: dict[str, dict[str, Any]] = {}
+    for name, rec in records.items():
+        status = summarize(
+            previous=previous.get(name),
+            outcome=Outcome(
+                attempted=attempted,
+                applied=False,
+                reason=_error_reason(error),
+                message=message,
+                stalled=stalled,
+            ),
+            generation=None,
+            registered_model=None,
+            champion=None,
+            challenger=None,
+            events=[],
+            now=stamp,
+        )
+        out[name] = {**rec, "status": _dump(status)}
+    return out

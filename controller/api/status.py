@@ -56,3 +56,19 @@ class ModelDeploymentStatus(StatusModel):
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
+
+
+class EnvironmentStatus(StatusModel):
+    """What the controller last did with an environment folder as a whole."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    last_applied_revision: str | None = Field(
+        default=None, description="The last config revision applied in full."
+    )
+    last_attempted_revision: str | None = Field(
+        default=None, description="The last config revision tried, applied or rejected."
+    )
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)

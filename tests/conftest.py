@@ -1,0 +1,80 @@
+"""Shared fixtures: a seeded MLflow store built once per session, copied per test.
+
+Seeding logs real scikit-learn models (bundled datasets) once; each test gets its own copy of the
+SQLite file, so tests are isolated yet do not pay MLflow's schema migration and model logging
+every time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ConfigRepo, RegistryView
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")
+
+CATALOGS = ("dev", "staging", "prod")
+
+
+@pytest.fixture(scope="session")
+def seeded_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with ``mlflow.db`` holding fraud/churn versions 1..3 in every catalog."""
+    from controller.registry.examples import seed
+
+    root = tmp_path_factory.mktemp("seeded")
+    seed(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        artifact_dir=root / "artifacts",
+        catalogs=CATALOGS,
+    )
+    return root
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, seeded_store: Path) -> Path:
+    """A fresh state directory whose embedded registry is a copy of the seeded store."""
+    state = tmp_path / "state"
+    state.mkdir()
+    shutil.copy(seeded_store / "mlflow.db", state / "mlflow.db")
+    return state
+
+
+@pytest.fixture
+def registry(state_dir: Path) -> RegistryView:
+    return RegistryView(f"sqlite:///{state_dir / 'mlflow.db'}")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> ConfigRepo:
+    return ConfigRepo(tmp_path / "config")
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(state_dir: Path, repo: ConfigRepo) -> Callable[..., Ran]:
+    """Run ``mlgitops`` in-process (the real Typer app) against ``repo`` and ``state_dir``."""
+    from typer.testing import CliRunner
+
+    from controller.cli import app
+
+    def run(*args: str, repo_arg: str | None = None) -> Ran:
+        argv = [*args, "--state-dir", str(state_dir)]
+        if args[0] not in ("status",) and "--repo" not in args:
+            argv += ["--repo", repo_arg or str(repo.path)]
+        result = CliRunner().invoke(app, argv, catch_exceptions=False)
+        return Ran(result.exit_code, result.stdout, result.stderr)
+
+    return run

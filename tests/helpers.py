@@ -1,0 +1,121 @@
+"""Test helpers: real Git repositories and real MLflow registries, never mocks.
+
+``ConfigRepo`` drives the ``git`` command line in a temporary directory, so commits, reverts and
+pushes are the real thing. ``RegistryView`` reads an MLflow store with MLflow's own client, so
+assertions are about the registry's resulting state.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+
+PROJECT = Path(__file__).resolve().parents[1]
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.com",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@example.com",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    import os
+
+    env = {**os.environ, **GIT_ENV}
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+class ConfigRepo:
+    """A config repository holding a copy of the project's example environments."""
+
+    def __init__(self, path: Path, *, envs: tuple[str, ...] = ("prod",)) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        git(path, "init", "-q", "-b", "main")
+        for env in envs:
+            shutil.copytree(PROJECT / "environments" / env, path / "environments" / env)
+        self.commit("Initial environments")
+
+    def file(self, rel: str) -> Path:
+        return self.path / rel
+
+    def write(self, rel: str, text: str) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def read(self, rel: str) -> str:
+        return (self.path / rel).read_text()
+
+    def remove(self, rel: str) -> None:
+        git(self.path, "rm", "-q", "-r", rel)
+
+    def commit(self, message: str) -> str:
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return git(self.path, "rev-parse", "HEAD")
+
+    def revert(self, sha: str) -> str:
+        git(self.path, "revert", "--no-edit", sha)
+        return self.head()
+
+    def pin(self, rel: str, alias: str, version: str | None) -> None:
+        """Set (or with None remove) ``spec.<alias>.version`` in a ModelDeployment file."""
+        text = self.read(rel)
+        block = re.compile(rf"(?m)^  {alias}:\n    version: .*\n")
+        if version is None:
+            text = block.sub("", text)
+            text = re.sub(r"(?m)^    traffic: \{challenger: \d+\}\n", "", text)
+        elif block.search(text):
+            text = block.sub(f'  {alias}:\n    version: "{version}"\n', text)
+        else:
+            text = text.replace("spec:\n", f'spec:\n  {alias}:\n    version: "{version}"\n', 1)
+        self.write(rel, text)
+
+
+class RegistryView:
+    """Read-only questions about an MLflow registry, answered by MLflow's client."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def aliases(self, name: str) -> dict[str, str]:
+        return {k: str(v) for k, v in self.client.get_registered_model(name).aliases.items()}
+
+    def tags(self, name: str, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(name, version).tags)
+
+    def history_tags(self, name: str, version: str) -> list[dict[str, Any]]:
+        import json
+
+        return [
+            json.loads(v)
+            for k, v in sorted(self.tags(name, version).items())
+            if k.startswith("mlgitops.history.")
+        ]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every model's aliases and every version's tags: equal snapshots mean no change."""
+        out: dict[str, Any] = {}
+        for model in self.client.search_registered_models(max_results=1000):
+            versions = self.client.search_model_versions(
+                filter_string=f"name = '{model.name}'", max_results=1000
+            )
+            out[model.name] = {
+                "aliases": {k: str(v) for k, v in model.aliases.items()},
+                "versions": {str(v.version): dict(v.tags) for v in versions},
+            }
+        return out

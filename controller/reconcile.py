@@ -306,8 +306,9 @@ def reconcile(
         problems = getattr(result.error, "problems", None)
         saved["problems"] = [str(p) for p in problems] if problems else [str(result.error)]
         saved["lastError"] = {"reason": _error_reason(result.error), "time": stamp}
-    if result.commit is not None:
-        saved["lastAttemptedRevision"] = result.commit.sha
+    attempted = result.commit.sha if result.commit else getattr(result.error, "revision", None)
+    if attempted:
+        saved["lastAttemptedRevision"] = attempted
     saved.update(environment=env, models=models, updated=stamp, source=source.display)
     if registry is not None:
         saved["registry"] = registry.display

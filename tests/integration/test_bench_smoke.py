@@ -25,7 +25,16 @@ def _figure(output: str, name: str) -> int:
 def test_sync_scale_runs_on_tiny_sizes(tmp_path: Path) -> None:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--models", "20", "--changed", "3", "--workdir", str(tmp_path)],
+        [
+            sys.executable,
+            str(BENCH),
+            "--models",
+            "20",
+            "--changed",
+            "3",
+            "--workdir",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

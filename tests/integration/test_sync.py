@@ -30,9 +30,7 @@ def test_sync_points_aliases_at_git_pins_and_records_why(
     assert event["time"].endswith("Z")
 
 
-def test_second_sync_changes_nothing(
-    cli: Callable[..., Ran], registry: RegistryView
-) -> None:
+def test_second_sync_changes_nothing(cli: Callable[..., Ran], registry: RegistryView) -> None:
     assert cli("sync", "--env", "prod").code == 0
     before = registry.snapshot()
     again = cli("sync", "--env", "prod")
@@ -83,7 +81,9 @@ def test_rollback_by_git_revert(
 
     status = json.loads(cli("status", "--env", "prod", "-o", "json").stdout)
     fraud = next(m for m in status["models"] if m["name"] == "fraud-detector")
-    moves = [(h.get("previous"), h.get("version")) for h in fraud["history"] if h["alias"] == "champion"]
+    moves = [
+        (h.get("previous"), h.get("version")) for h in fraud["history"] if h["alias"] == "champion"
+    ]
     assert moves == [(None, "2"), ("2", "1"), ("1", "2")]
     assert fraud["lastAppliedRevision"] == revert
 
@@ -115,9 +115,7 @@ def test_status_table_and_json(cli: Callable[..., Ran], repo: ConfigRepo) -> Non
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Reconciled")
 
 
-def test_generation_counts_spec_changes_only(
-    cli: Callable[..., Ran], repo: ConfigRepo
-) -> None:
+def test_generation_counts_spec_changes_only(cli: Callable[..., Ran], repo: ConfigRepo) -> None:
     assert cli("sync", "--env", "prod").code == 0
     repo.commit("An empty commit")
     assert cli("sync", "--env", "prod").code == 0
@@ -130,7 +128,10 @@ def test_generation_counts_spec_changes_only(
 
 
 def test_remote_url_is_mirrored_and_fetched_incrementally(
-    cli: Callable[..., Ran], repo: ConfigRepo, registry: RegistryView, tmp_path: Path,
+    cli: Callable[..., Ran],
+    repo: ConfigRepo,
+    registry: RegistryView,
+    tmp_path: Path,
     state_dir: Path,
 ) -> None:
     bare = tmp_path / "remote.git"

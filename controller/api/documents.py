@@ -12,7 +12,15 @@ import re
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 API_VERSION = "mlgitops.io/v1alpha1"
@@ -42,7 +50,11 @@ def _version(value: Any) -> Any:
     return value
 
 
-VersionNumber = Annotated[str, BeforeValidator(_version)]
+VersionNumber = Annotated[
+    str,
+    BeforeValidator(_version),
+    WithJsonSchema({"type": "string", "pattern": "^[1-9][0-9]*$"}),
+]
 
 
 def _cron(value: str) -> str:

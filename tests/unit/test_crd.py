@@ -245,7 +245,7 @@ def test_schema_translation_details() -> None:
     assert props["champion"] == {
         "type": "object",
         "nullable": True,
-        "properties": {"version": {"type": "string"}},
+        "properties": {"version": {"type": "string", "pattern": "^[1-9][0-9]*$"}},
         "required": ["version"],
     }
     # gt=0 becomes an OpenAPI v3.0 exclusive minimum.

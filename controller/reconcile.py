@@ -233,9 +233,7 @@ def _inspect(
                 (d.doc.spec.champion, old.champion if old else None),
                 (d.doc.spec.challenger, old.challenger if old else None),
             ):
-                if pin is not None and (
-                    known is None or known.version != pin.version or known.run_id is None
-                ):
+                if pin is not None and (known is None or known.version != pin.version):
                     want.add((d.registered_model, pin.version))
         return want
 

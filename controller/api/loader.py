@@ -68,7 +68,7 @@ class DesiredState:
 def _walk(
     node: yaml.Node, path: str, lines: dict[str, int], problems: list[Problem], file: str
 ) -> None:
-    lines[path] = node.start_mark.line + 1
+    lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -77,6 +77,7 @@ def _walk(
             if key in seen:
                 problems.append(Problem(file, key_node.start_mark.line + 1, child, "duplicate key"))
             seen.add(key)
+            lines.setdefault(child, key_node.start_mark.line + 1)
             _walk(value_node, child, lines, problems, file)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):

@@ -1,0 +1,134 @@
+"""The loader names file, line and field for every problem, and accepts a revision whole."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.api.loader import load_environment
+from controller.errors import InvalidInput
+
+ENV = """apiVersion: mlgitops.io/v1alpha1
+kind: Environment
+metadata: {name: prod}
+spec:
+  catalog: prod
+  namespace: ml-prod
+"""
+MD = """apiVersion: mlgitops.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: fraud
+spec:
+  model: fraud.detector
+  champion: {version: "3"}
+  serving:
+    replicas: 2
+"""
+
+
+def problems(files: dict[str, str]) -> list[str]:
+    try:
+        load_environment(files, env_name="prod", revision="r", folder="environments/prod")
+    except InvalidInput as exc:
+        return [str(p) for p in exc.problems]
+    return []
+
+
+def test_valid_folder_loads() -> None:
+    state = load_environment(
+        {"e/env.yaml": ENV, "e/md.yaml": MD}, env_name="prod", revision="r", folder="e"
+    )
+    [d] = state.deployments
+    assert d.registered_model == "prod.fraud.detector"
+    assert d.at.line_of("spec.champion.version") == 7
+    assert d.at.line_of("spec.serving.replicas") == 9
+    assert d.at.line_of("spec.no.such.path") == 5  # nearest present ancestor: spec
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("replicas: 2", "replicas: many"),
+            "md.yaml:9: spec.serving.replicas: must be a valid integer",
+        ),
+        (
+            ("replicas: 2", "replicas: 2\n    colour: red"),
+            "md.yaml:10: spec.serving.colour: unknown field",
+        ),
+        (('"3"', '"three"'), "md.yaml:7: spec.champion.version: must be a registry version number"),
+        (
+            ("kind: ModelDeployment", "kind: Model"),
+            "md.yaml:2: kind: must be one of Environment, ModelDeployment",
+        ),
+        (("  model: fraud.detector\n", ""), "md.yaml:5: spec.model: required field is missing"),
+        (
+            ("name: fraud", "name: Fraud_Detector"),
+            "md.yaml:4: metadata.name: String should match pattern",
+        ),
+        (
+            (
+                "replicas: 2",
+                "replicas: 2\n  batchInference: {schedule: '61 * * * *', input: a, output: b}",
+            ),
+            "md.yaml:10: spec.batchInference.schedule: '61 * * * *' is not a valid cron schedule",
+        ),
+        (
+            ("replicas: 2", "replicas: 2\n    traffic: {challenger: 10}"),
+            "md.yaml:5: spec: serving.traffic.challenger is set but there is no challenger",
+        ),
+        (("replicas: 2", "replicas: [2"), "md.yaml:10: invalid YAML"),
+        (
+            ("apiVersion: mlgitops.io/v1alpha1", "apiVersion: mlgitops.io/v2"),
+            "md.yaml:1: apiVersion: must be 'mlgitops.io/v1alpha1'",
+        ),
+    ],
+)
+def test_problem_names_file_line_and_field(change: tuple[str, str], expected: str) -> None:
+    found = problems({"e/env.yaml": ENV, "e/md.yaml": MD.replace(*change)})
+    assert any(p.startswith(f"e/{expected}") for p in found), found
+
+
+def test_folder_name_must_match_environment() -> None:
+    found = problems({"e/env.yaml": ENV.replace("name: prod", "name: staging")})
+    assert found == [
+        "e/env.yaml:3: metadata.name: Environment is named 'staging' but lives in folder 'prod'"
+    ]
+
+
+def test_multi_document_files_and_ignored_files() -> None:
+    state = load_environment(
+        {
+            "e/all.yaml": ENV + "---\n" + MD,
+            "e/README.md": "# hi",
+            "e/kustomization.yaml": "resources: []",
+        },
+        env_name="prod",
+        revision="r",
+        folder="e",
+    )
+    assert state.deployments[0].at.line == 8
+    assert state.deployments[0].at.line_of("spec.champion.version") == 14
+
+
+def test_three_part_model_in_own_catalog_is_accepted() -> None:
+    state = load_environment(
+        {"e/env.yaml": ENV, "e/md.yaml": MD.replace("fraud.detector", "prod.fraud.detector")},
+        env_name="prod",
+        revision="r",
+        folder="e",
+    )
+    assert state.deployments[0].registered_model == "prod.fraud.detector"
+
+
+def test_all_problems_are_reported_together() -> None:
+    found = problems(
+        {
+            "e/env.yaml": ENV,
+            "e/a.yaml": MD.replace("replicas: 2", "replicas: x"),
+            "e/b.yaml": MD.replace("name: fraud", "name: other").replace('"3"', "[1]"),
+        }
+    )
+    assert len(found) == 2
+    assert found[0].startswith("e/a.yaml:9:")
+    assert found[1].startswith("e/b.yaml:7:")

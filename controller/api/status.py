@@ -37,7 +37,9 @@ class VersionStatus(StatusModel):
 
 class HistoryEntry(StatusModel):
     alias: Literal["champion", "challenger"]
-    version: str | None = Field(description="The version the alias moved to; null: removed.")
+    version: str | None = Field(
+        default=None, description="The version the alias moved to; null: removed."
+    )
     previous: str | None = None
     revision: str
     reason: str

@@ -200,7 +200,8 @@ class MlflowRegistry:
                             continue
         except MlflowException as exc:
             raise RegistryUnavailable(f"registry {self.display}: {redact(_one_line(exc))}") from exc
-        return sorted(events, key=lambda e: e.time)
+        # One pass stamps all its events alike; within it, champion moves first (as applied).
+        return sorted(events, key=lambda e: (e.time, e.alias != "champion"))
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -84,3 +84,13 @@ def test_redact_hides_credentials() -> None:
         == "https://***@git.example.com/x.git failed"
     )
     assert redact("GET /api?token=abc&x=1") == "GET /api?token=***&x=1"
+
+
+def test_status_round_trips_through_its_stored_form() -> None:
+    removal = HistoryEntry(
+        alias="challenger", version=None, previous="3", revision="r2", reason="promoted", time="t2"
+    )
+    status = ok(events=[removal])
+    stored = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert "version" not in stored["history"][0]
+    assert type(status).model_validate(stored) == status

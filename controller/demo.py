@@ -1,0 +1,152 @@
+"""``make demo``: the whole declarative loop on embedded defaults, in about a minute, on a fresh clone.
+
+It builds a workspace (a Git repository holding a copy of ``environments/`` and a state directory
+whose embedded MLflow store holds real scikit-learn models), then runs the same ``mlgitops``
+commands a person would type, printing each one first so it can be replayed by hand. The commands
+run in this process (the real CLI app) so MLflow is imported once, not once per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from controller.cli import app
+
+PROJECT = Path(__file__).resolve().parents[1]
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+FRAUD_FILE = "environments/prod/fraud-detector.yaml"
+
+
+def step(title: str) -> None:
+    console.print(f"\n[bold cyan]== {title}[/]")
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Demo User",
+        "GIT_AUTHOR_EMAIL": "demo@example.com",
+        "GIT_COMMITTER_NAME": "Demo User",
+        "GIT_COMMITTER_EMAIL": "demo@example.com",
+    }
+    console.print(f"[dim]$ git {' '.join(args)}[/]")
+    done = subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def mlgitops(workspace: Path, *args: str, expect: tuple[int, ...] = (0,)) -> int:
+    shown = " ".join(args)
+    console.print(f"[dim]$ mlgitops {shown}[/]")
+    argv = [*args, "--state-dir", str(workspace / ".mlgitops")]
+    if args[0] != "status":
+        argv += ["--repo", str(workspace / "config")]
+    # With standalone_mode=False, Click returns the code of a typer.Exit instead of exiting.
+    returned = app(argv, prog_name="mlgitops", standalone_mode=False)
+    code = returned if isinstance(returned, int) else 0
+    sys.stdout.flush()
+    if code not in expect:
+        raise SystemExit(f"demo: `mlgitops {shown}` exited {code}, expected {expect}")
+    return code
+
+
+def set_champion(path: Path, version: str) -> None:
+    text = path.read_text()
+    start = text.index("  champion:\n")
+    end = text.index("\n", text.index("version:", start))
+    text = text[:start] + f'  champion:\n    version: "{version}"' + text[end:]
+    # The challenger is being promoted: drop it and its traffic share.
+    text = text.replace('  challenger:\n    version: "3"\n', "")
+    text = text.replace("    traffic: {challenger: 10}\n", "")
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        default=PROJECT / ".demo",
+        help="Where to build the demo (wiped first). Default: ./.demo",
+    )
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter
+    ws: Path = args.workspace.resolve()
+    if ws.exists():
+        shutil.rmtree(ws)
+    config, state = ws / "config", ws / ".mlgitops"
+    config.mkdir(parents=True)
+
+    step("1. A config repository with one folder per environment")
+    shutil.copytree(PROJECT / "environments", config / "environments")
+    git(config, "init", "-q", "-b", "main")
+    git(config, "add", "-A")
+    git(config, "commit", "-q", "-m", "Add dev, staging and prod environments")
+    for env_dir in sorted((config / "environments").iterdir()):
+        console.print(
+            f"  {env_dir.relative_to(config)}/: {', '.join(sorted(p.name for p in env_dir.iterdir()))}"
+        )
+
+    step("2. An embedded MLflow registry (SQLite) with real scikit-learn models")
+    from controller.registry import embedded_tracking_uri
+    from controller.registry.examples import seed
+
+    t0 = time.monotonic()
+    created = seed(
+        tracking_uri=embedded_tracking_uri(state),
+        artifact_dir=state / "artifacts",
+        catalogs=("dev", "staging", "prod"),
+    )
+    for name, versions in created.items():
+        console.print(f"  {name}: versions {', '.join(versions)} (model_validation_status=PASSED)")
+    console.print(
+        f"  [dim]trained and registered in {time.monotonic() - t0:.1f} s; store: {state}/mlflow.db[/]"
+    )
+
+    step("3. Lint every environment, as a pull-request check would")
+    mlgitops(ws, "validate")
+
+    step("4. Sync each environment: the registry aliases follow Git")
+    for env in ("dev", "staging", "prod"):
+        mlgitops(ws, "diff", "--env", env, expect=(1,))
+        mlgitops(ws, "sync", "--env", env)
+    mlgitops(ws, "status", "--env", "prod")
+
+    step("5. Promote: a commit makes fraud-detector v3 the prod champion")
+    set_champion(config / FRAUD_FILE, "3")
+    git(config, "commit", "-q", "-am", "Promote fraud-detector v3 to prod champion")
+    promotion = git(config, "rev-parse", "--short", "HEAD")
+    mlgitops(ws, "diff", "--env", "prod", expect=(1,))
+    mlgitops(ws, "sync", "--env", "prod")
+    mlgitops(ws, "status", "--env", "prod")
+
+    step("6. Roll back with git revert: champion and challenger return")
+    git(config, "revert", "--no-edit", promotion)
+    mlgitops(ws, "sync", "--env", "prod")
+    mlgitops(ws, "diff", "--env", "prod")
+    mlgitops(ws, "status", "--env", "prod")
+
+    step("7. The history, as recorded on the model versions in the registry")
+    mlgitops(ws, "history", "--env", "prod", "--model", "fraud-detector")
+
+    rel = ws.relative_to(PROJECT) if ws.is_relative_to(PROJECT) else ws
+    console.print(
+        f"\n[bold green]Demo finished in {time.monotonic() - started:.0f} s.[/] Explore it:\n"
+        f"  .venv/bin/mlgitops status --env prod --state-dir {rel}/.mlgitops\n"
+        f"  .venv/bin/mlgitops diff --env staging --repo {rel}/config --state-dir {rel}/.mlgitops"
+    )
+
+
+if __name__ == "__main__":
+    main()

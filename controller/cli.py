@@ -385,6 +385,94 @@ def history(
     out.print(table if shown else "no alias changes recorded")
 
 
+@app.command()
+def operator(
+    env: EnvOpt,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Namespace to watch. Default: the Environment's spec.namespace from --repo.",
+            envvar="MLGITOPS_NAMESPACE",
+        ),
+    ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace.")
+    ] = False,
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            "--repo",
+            "-r",
+            help="Config repository to sync ModelDeployments from (polled, and on webhook). "
+            "Without it, ModelDeployments come from kubectl apply alone.",
+            envvar="MLGITOPS_REPO",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="Seconds between Git polls.")
+    ] = 30.0,
+    resync_interval: Annotated[
+        float,
+        typer.Option("--resync-interval", help="Seconds between periodic passes per object."),
+    ] = 300.0,
+    http_port: Annotated[
+        int, typer.Option("--http-port", help="Port of /metrics, /healthz, /readyz, /webhook.")
+    ] = 8080,
+    image: Annotated[
+        str,
+        typer.Option(
+            "--image",
+            help="Image of the serving, batch and monitoring pods.",
+            envvar="MLGITOPS_IMAGE",
+        ),
+    ] = "ghcr.io/mlgitops/mlgitops:0.1.0",
+    state_dir: StateOpt = None,
+) -> None:
+    """Run the Kubernetes operator (kopf) for one environment until SIGINT or SIGTERM.
+
+    Reconciles every ModelDeployment of the namespace into registry aliases, a serving
+    Deployment and Service, and batch and monitoring CronJobs, and writes its status. With
+    --repo it also applies the environment folder from Git (Git wins over manual edits) and
+    prunes what Git dropped. The webhook checks a GitHub-style X-Hub-Signature-256 with the
+    token in $MLGITOPS_WEBHOOK_TOKEN.
+    """
+    import os
+
+    state = StateDir(resolve_state_dir(state_dir))
+    if namespace is None and not all_namespaces:
+        if repo is None:
+            _fail(["--namespace: required without --repo (or use --all-namespaces)"])
+        from controller.reconcile import load_desired
+
+        source = _source(repo, state)
+        try:
+            _, desired = load_desired(source, env=env, rev=None)
+        except MlgitopsError as exc:
+            _fail(_problems(exc))
+        finally:
+            source.close()
+        namespace = desired.environment.spec.namespace
+    os.environ.update(
+        MLGITOPS_ENV=env,
+        MLGITOPS_NAMESPACE=namespace or "",
+        MLGITOPS_REPO=repo or "",
+        MLGITOPS_POLL_SECONDS=str(poll_interval),
+        MLGITOPS_RESYNC_SECONDS=str(resync_interval),
+        MLGITOPS_HTTP_PORT=str(http_port),
+        MLGITOPS_IMAGE=image,
+        MLGITOPS_STATE_DIR=str(state.root),
+    )
+    from controller.operator import run  # reads the settings above at import
+
+    err.print(
+        f"mlgitops operator: environment {env}, namespace "
+        f"{'(all)' if all_namespaces else namespace}, repo {repo or '(none: kubectl apply)'}"
+    )
+    run(namespaces=[] if all_namespaces else [namespace or ""], clusterwide=all_namespaces)
+
+
 def main() -> None:
     app()
 

@@ -21,7 +21,9 @@ from controller.api.status import (
     HISTORY_LIMIT,
     Condition,
     HistoryEntry,
+    InventoryEntry,
     ModelDeploymentStatus,
+    ServingStatus,
     VersionStatus,
 )
 from controller.errors import InvalidInput, MlgitopsError, Problem, Unavailable
@@ -97,6 +99,7 @@ class Outcome:
     reason: str  # CamelCase
     message: str
     stalled: bool = False
+    progressing: str | None = None  # set while applied state is still rolling out
 
 
 def _condition(
@@ -133,8 +136,10 @@ def summarize(
     challenger: VersionStatus | None,
     events: list[HistoryEntry],
     now: str,
+    serving: ServingStatus | None = None,
+    inventory: list[InventoryEntry] | None = None,
 ) -> ModelDeploymentStatus:
-    """The only place conditions are written. Ready always; Stalled only while true."""
+    """The only place conditions are written. Ready always; Reconciling and Stalled only while true."""
     conditions = [
         _condition(
             previous,
@@ -146,6 +151,18 @@ def summarize(
             now=now,
         )
     ]
+    if outcome.progressing:
+        conditions.append(
+            _condition(
+                previous,
+                type_="Reconciling",
+                status="True",
+                reason="Progressing",
+                message=outcome.progressing,
+                generation=generation,
+                now=now,
+            )
+        )
     if outcome.stalled:
         conditions.append(
             _condition(
@@ -173,6 +190,12 @@ def summarize(
         champion=champion if outcome.applied else (previous.champion if previous else None),
         challenger=challenger if outcome.applied else (previous.challenger if previous else None),
         history=history,
+        serving=serving if outcome.applied else (previous.serving if previous else None),
+        inventory=(
+            inventory
+            if outcome.applied and inventory is not None
+            else (previous.inventory if previous else [])
+        ),
     )
 
 

@@ -40,7 +40,7 @@ class Located:
         return self.line
 
     def problem(self, path: str, message: str) -> Problem:
-        return Problem(self.file, self.line_of(path), path, message)
+        return Problem(self.file, self.line_of(path) or None, path, message)
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,42 @@ def _validate(
         return None
 
 
+def _outside_catalog(md: ModelDeployment, environment: Environment, at: Located) -> Problem | None:
+    catalog = environment.spec.catalog
+    parts = md.spec.model.split(".")
+    if len(parts) == 3 and parts[0] != catalog:
+        return at.problem(
+            "spec.model",
+            f"catalog {parts[0]!r} is outside environment {environment.metadata.name!r} "
+            f"(catalog {catalog!r})",
+        )
+    return None
+
+
+def load_deployment(
+    data: Mapping[str, Any], *, environment: Environment, source: str, revision: str
+) -> DesiredState:
+    """One ModelDeployment object (e.g. from the Kubernetes API) in ``environment``.
+
+    Same checks as a document in a folder; problems name ``source`` and the field, without a
+    line, since an API object has none.
+    """
+    at = Located(source, 0)
+    problems: list[Problem] = []
+    md = _validate(ModelDeployment, data, at, problems)
+    if md is not None:
+        outside = _outside_catalog(md, environment, at)
+        if outside:
+            problems.append(outside)
+    if problems or md is None:
+        raise InvalidInput(problems, revision)
+    full = registered_name(catalog=environment.spec.catalog, model=md.spec.model)
+    env_at = Located(f"environment/{environment.metadata.name}", 0)
+    return DesiredState(
+        environment.metadata.name, revision, environment, env_at, (DeploymentDoc(md, at, full),)
+    )
+
+
 def load_environment(
     files: Mapping[str, str | bytes], *, env_name: str, revision: str, folder: str
 ) -> DesiredState:
@@ -213,17 +249,11 @@ def load_environment(
         by_name.setdefault(md.metadata.name, at)
         if environment is None:
             continue
-        catalog = environment.spec.catalog
-        parts = md.spec.model.split(".")
-        if len(parts) == 3 and parts[0] != catalog:
-            problems.append(
-                at.problem(
-                    "spec.model",
-                    f"catalog {parts[0]!r} is outside environment {env_name!r} (catalog {catalog!r})",
-                )
-            )
+        outside = _outside_catalog(md, environment, at)
+        if outside:
+            problems.append(outside)
             continue
-        full = registered_name(catalog=catalog, model=md.spec.model)
+        full = registered_name(catalog=environment.spec.catalog, model=md.spec.model)
         if full in by_model:
             first = by_model[full]
             problems.append(

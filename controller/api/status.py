@@ -46,6 +46,29 @@ class HistoryEntry(StatusModel):
     time: str
 
 
+class ServingStatus(StatusModel):
+    """What the serving Deployment reports (Kubernetes runtime) or the local server (embedded)."""
+
+    url: str | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    champion: str | None = Field(default=None, description="Champion version rolled out.")
+    challenger: str | None = Field(default=None, description="Challenger version rolled out.")
+    challenger_traffic: int = 0
+    rolled_out: bool = Field(
+        default=False, description="Every replica runs the versions and split Git pins."
+    )
+
+
+class InventoryEntry(StatusModel):
+    """A child object the controller owns; what Git drops from here is pruned."""
+
+    api_version: str
+    kind: str
+    name: str
+
+
 class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -55,6 +78,8 @@ class ModelDeploymentStatus(StatusModel):
     champion: VersionStatus | None = None
     challenger: VersionStatus | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
+    serving: ServingStatus | None = None
+    inventory: list[InventoryEntry] = Field(default_factory=list)
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -70,6 +95,10 @@ class EnvironmentStatus(StatusModel):
     )
     last_attempted_revision: str | None = Field(
         default=None, description="The last config revision tried, applied or rejected."
+    )
+    inventory: list[str] = Field(
+        default_factory=list,
+        description="ModelDeployments applied from Git; those Git drops are pruned.",
     )
 
     def condition(self, type_: str) -> Condition | None:

@@ -191,6 +191,7 @@ def test_environment_crd_names_and_columns() -> None:
         "conditions",
         "lastAppliedRevision",
         "lastAttemptedRevision",
+        "inventory",
     }
 
 

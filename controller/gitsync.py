@@ -1,0 +1,142 @@
+"""Git -> cluster: apply every ModelDeployment of an environment folder, prune what Git dropped.
+
+One sync reads the folder at the branch head, validates it whole (the same loader the CLI uses)
+and, only if every document is valid, server-side applies the Environment and each
+ModelDeployment with the field manager ``mlgitops``. An object whose live fields already match
+is not written, so a sync of an unchanged revision makes no writes; one edited by hand differs
+and is put back (Git wins). The names applied are kept as an inventory in the Environment's
+status; a name that leaves the folder is deleted on the next sync.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from controller import metrics
+from controller.api.documents import API_VERSION
+from controller.errors import InvalidInput, MlgitopsError, Unavailable
+from controller.planning.children import MANAGED_BY
+from controller.reconcile import Source, load_desired
+from controller.reconcile_cluster import REVISION_ANNOTATION
+
+Obj = dict[str, Any]
+ENV_LABEL = "mlgitops.io/environment"
+SOURCE_ANNOTATION = "mlgitops.io/source"
+
+
+class GitCluster(Protocol):
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None: ...
+    def apply(self, obj: Obj) -> Obj: ...
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool: ...
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str | None, name: str, status: Obj
+    ) -> Obj: ...
+
+
+@dataclass
+class GitSyncResult:
+    revision: str | None = None
+    applied: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    error: MlgitopsError | None = None
+
+
+def _without_revision(obj: Obj) -> Obj:
+    meta = dict(obj["metadata"])
+    notes = {k: v for k, v in meta.get("annotations", {}).items() if k != REVISION_ANNOTATION}
+    meta["annotations"] = notes
+    return {**obj, "metadata": meta}
+
+
+def _object(
+    kind: str, name: str, namespace: str, env: str, spec: Obj, *, sha: str, path: str
+) -> Obj:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY: "mlgitops", ENV_LABEL: env},
+            "annotations": {REVISION_ANNOTATION: sha, SOURCE_ANNOTATION: path},
+        },
+        "spec": spec,
+    }
+
+
+def sync_environment(
+    *,
+    env: str,
+    source: Source,
+    cluster: GitCluster,
+    contains: Callable[[Any, Any], bool],
+    namespace: str | None = None,
+) -> GitSyncResult:
+    """One Git sync of environment ``env`` into its namespace. Never raises domain errors."""
+    result = GitSyncResult()
+    try:
+        commit, desired = load_desired(source, env=env, rev=None)
+        result.revision = commit.sha
+        ns = namespace or desired.environment.spec.namespace
+        env_spec = desired.environment.spec.model_dump(
+            mode="json", by_alias=True, exclude_unset=True
+        )
+        wanted = [
+            _object(
+                "Environment",
+                env,
+                ns,
+                env,
+                env_spec,
+                sha=commit.sha,
+                path=desired.environment_at.file,
+            )
+        ]
+        for d in desired.deployments:
+            spec = d.doc.spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            wanted.append(
+                _object(
+                    "ModelDeployment",
+                    d.doc.metadata.name,
+                    ns,
+                    env,
+                    spec,
+                    sha=commit.sha,
+                    path=d.at.file,
+                )
+            )
+        for obj in wanted:
+            name = obj["metadata"]["name"]
+            live = cluster.get(API_VERSION, obj["kind"], ns, name)
+            # The revision annotation says which commit last changed the object: a commit that
+            # leaves a document as it was does not rewrite it.
+            if live is not None and contains(_without_revision(obj), live):
+                continue
+            cluster.apply(obj)
+            result.applied.append(f"{obj['kind']}/{name}")
+
+        env_live = cluster.get(API_VERSION, "Environment", ns, env) or {}
+        before = list((env_live.get("status") or {}).get("inventory", []))
+        names = sorted(d.doc.metadata.name for d in desired.deployments)
+        for gone in sorted(set(before) - set(names)):
+            cluster.delete(API_VERSION, "ModelDeployment", ns, gone)
+            result.pruned.append(f"ModelDeployment/{gone}")
+        status = {
+            "inventory": names,
+            "lastAppliedRevision": commit.sha,
+            "lastAttemptedRevision": commit.sha,
+        }
+        if not contains(status, env_live.get("status") or {}) or result.pruned:
+            cluster.patch_status(API_VERSION, "Environment", ns, env, status)
+        metrics.set_revision(env, commit.sha)
+        metrics.GIT_LAST_SYNC.labels(environment=env).set(time.time())
+    except (InvalidInput, Unavailable) as exc:
+        result.error = exc
+        reason = "InvalidRevision" if isinstance(exc, InvalidInput) else exc.reason
+        metrics.GIT_SYNC_ERRORS.labels(environment=env, reason=reason).inc()
+        if isinstance(exc, InvalidInput) and exc.revision:
+            result.revision = exc.revision
+    return result

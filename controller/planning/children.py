@@ -1,0 +1,302 @@
+"""Pure rendering of a ModelDeployment's Kubernetes children: same input, same objects, same names.
+
+Names are deterministic (the ModelDeployment's name plus a role, shortened with a hash when a
+Kubernetes length limit would be hit; a training Job adds the short code commit), every object
+carries the ``managed-by`` and ``model-deployment`` labels and an owner reference, and everything
+that should trigger a rollout (the concrete champion and challenger versions and the split) sits
+in the serving pod template. Nothing here talks to a cluster; ``runtimes.kubernetes`` applies the
+result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from controller.api.documents import API_VERSION, ModelDeploymentSpec
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MD_LABEL = "mlgitops.io/model-deployment"
+COMPONENT = "app.kubernetes.io/component"
+SERVING_PORT = 8000
+CRONJOB_NAME_MAX = 52  # CronJob names leave room for the Job suffix the controller adds
+NAME_MAX = 63
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    uid: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Environment-wide settings the children need."""
+
+    environment: str
+    image: str
+    tracking_uri: str | None
+    service_account: str | None = None
+
+
+def child_name(owner: str, role: str, *, limit: int = NAME_MAX) -> str:
+    """``<owner>-<role>``; shortened deterministically with a hash when over ``limit``."""
+    name = f"{owner}-{role}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    keep = limit - len(role) - len(digest) - 2
+    return f"{owner[:keep].rstrip('-')}-{digest}-{role}"
+
+
+def _labels(owner: Owner, component: str) -> dict[str, str]:
+    return {
+        MANAGED_BY: "mlgitops",
+        MD_LABEL: owner.name,
+        COMPONENT: component,
+        "app.kubernetes.io/name": "mlgitops",
+        "app.kubernetes.io/instance": owner.name,
+    }
+
+
+def _meta(owner: Owner, name: str, component: str) -> Obj:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": _labels(owner, component),
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": "ModelDeployment",
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def _env(ctx: RenderContext) -> list[Obj]:
+    env: list[Obj] = [
+        {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
+        {
+            "name": "MLFLOW_TRACKING_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {"name": "mlgitops-mlflow", "key": "token", "optional": True}
+            },
+        },
+    ]
+    if ctx.tracking_uri:
+        env.insert(0, {"name": "MLFLOW_TRACKING_URI", "value": ctx.tracking_uri})
+    return env
+
+
+_SECURITY: Obj = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _pod(ctx: RenderContext, *, args: list[str], restart: str | None = None, **extra: Any) -> Obj:
+    container: Obj = {
+        "name": "main",
+        "image": ctx.image,
+        "args": args,
+        "env": _env(ctx),
+        "securityContext": _SECURITY,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        **extra,
+    }
+    spec: Obj = {"containers": [container], "volumes": [{"name": "tmp", "emptyDir": {}}]}
+    if restart:
+        spec["restartPolicy"] = restart
+    if ctx.service_account:
+        spec["serviceAccountName"] = ctx.service_account
+    return spec
+
+
+def model_uri(model: str, version: str) -> str:
+    return f"models:/{model}/{version}"
+
+
+def render_serving(
+    owner: Owner, spec: ModelDeploymentSpec, model: str, ctx: RenderContext
+) -> list[Obj]:
+    """The serving Deployment and its Service; none when serving is off or there is no champion."""
+    if not spec.serving.enabled or spec.champion is None:
+        return []
+    name = child_name(owner.name, "serving")
+    champion = spec.champion.version
+    challenger = spec.challenger.version if spec.challenger else None
+    traffic = spec.serving.traffic.challenger if challenger else 0
+    args = ["serve", "--champion", model_uri(model, champion), "--port", str(SERVING_PORT)]
+    if challenger:
+        args += ["--challenger", model_uri(model, challenger), "--challenger-traffic", str(traffic)]
+    selector = {MD_LABEL: owner.name, COMPONENT: "serving"}
+    versions = {
+        "mlgitops.io/champion": champion,
+        "mlgitops.io/challenger": challenger or "",
+        "mlgitops.io/challenger-traffic": str(traffic),
+    }
+    pod = _pod(
+        ctx,
+        args=args,
+        ports=[{"name": "http", "containerPort": SERVING_PORT}],
+        readinessProbe={
+            "httpGet": {"path": "/ping", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
+        livenessProbe={
+            "httpGet": {"path": "/health", "port": "http"},
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+        },
+        resources={
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        },
+    )
+    deployment: Obj = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {**_meta(owner, name, "serving"), "annotations": versions},
+        "spec": {
+            "replicas": spec.serving.replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {"labels": _labels(owner, "serving"), "annotations": versions},
+                "spec": pod,
+            },
+        },
+    }
+    service: Obj = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(owner, name, "serving"),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    return [deployment, service]
+
+
+def _cronjob(owner: Owner, role: str, schedule: str, args: list[str], ctx: RenderContext) -> Obj:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _meta(owner, child_name(owner.name, role, limit=CRONJOB_NAME_MAX), role),
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": _labels(owner, role)},
+                "spec": {
+                    "backoffLimit": 2,
+                    "template": {
+                        "metadata": {"labels": _labels(owner, role)},
+                        "spec": _pod(ctx, args=args, restart="Never"),
+                    },
+                },
+            },
+        },
+    }
+
+
+def render_batch(
+    owner: Owner, spec: ModelDeploymentSpec, model: str, ctx: RenderContext
+) -> list[Obj]:
+    """The batch-inference CronJob; it names ``@champion``, resolved when each run starts."""
+    batch = spec.batch_inference
+    if batch is None:
+        return []
+    args = [
+        "batch",
+        "--model",
+        f"models:/{model}@champion",
+        "--input",
+        batch.input,
+        "--output",
+        batch.output,
+    ]
+    return [_cronjob(owner, "batch", batch.schedule, args, ctx)]
+
+
+def render_monitor(
+    owner: Owner, spec: ModelDeploymentSpec, model: str, ctx: RenderContext
+) -> list[Obj]:
+    mon = spec.monitoring
+    if mon is None:
+        return []
+    args = [
+        "monitor",
+        "--model",
+        f"models:/{model}@champion",
+        "--baseline",
+        mon.baseline,
+        "--method",
+        mon.drift.method,
+        "--threshold",
+        str(mon.drift.threshold),
+    ]
+    return [_cronjob(owner, "monitor", mon.schedule, args, ctx)]
+
+
+def render_training_job(
+    owner: Owner, spec: ModelDeploymentSpec, model: str, ctx: RenderContext, *, commit: str
+) -> Obj | None:
+    """A training Job for one code commit. Jobs are immutable: a new commit is a new Job."""
+    training = spec.training
+    if training is None:
+        return None
+    short = commit[:7]
+    image = (training.image or ctx.image).replace("{commit}", commit)
+    pod = _pod(
+        RenderContext(ctx.environment, image, ctx.tracking_uri, ctx.service_account),
+        args=list(training.command),
+        restart="Never",
+    )
+    pod["containers"][0]["command"] = pod["containers"][0].pop("args")
+    pod["containers"][0]["env"] += [
+        {"name": "MLGITOPS_CODE_COMMIT", "value": commit},
+        {"name": "MLGITOPS_REGISTERED_MODEL", "value": model},
+    ]
+    meta = _meta(owner, child_name(owner.name, f"train-{short}"), "training")
+    meta["annotations"] = {"mlgitops.io/code-commit": commit}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 1,
+            "ttlSecondsAfterFinished": 7 * 24 * 3600,
+            "template": {"metadata": {"labels": _labels(owner, "training")}, "spec": pod},
+        },
+    }
+
+
+def render_children(
+    owner: Owner, spec: ModelDeploymentSpec, model: str, ctx: RenderContext
+) -> list[Obj]:
+    """Every long-lived child of one ModelDeployment, in apply order."""
+    return [
+        *render_serving(owner, spec, model, ctx),
+        *render_batch(owner, spec, model, ctx),
+        *render_monitor(owner, spec, model, ctx),
+    ]

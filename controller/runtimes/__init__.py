@@ -1,0 +1,1 @@
+"""Where models run: ``kubernetes`` (objects in a cluster) and, later, ``local`` (processes)."""

@@ -1,0 +1,174 @@
+"""Rendered children: deterministic, labelled, owned, valid against the official Kubernetes schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from controller.api.documents import ModelDeployment
+from controller.planning.children import (
+    CRONJOB_NAME_MAX,
+    MANAGED_BY,
+    MD_LABEL,
+    Owner,
+    RenderContext,
+    child_name,
+    render_children,
+    render_training_job,
+)
+
+PROJECT = Path(__file__).resolve().parents[2]
+CTX = RenderContext(
+    environment="prod",
+    image="ghcr.io/mlgitops/mlgitops:0.1.0",
+    tracking_uri="http://mlflow.ml-prod:5000",
+)
+OWNER = Owner("fraud-detector", "0b9f3c1e-5b7a-4d8e-9c2f-1a2b3c4d5e6f", "ml-prod")
+
+
+def example(name: str = "fraud-detector") -> ModelDeployment:
+    data = yaml.safe_load((PROJECT / "environments/prod" / f"{name}.yaml").read_text())
+    return ModelDeployment.model_validate(data)
+
+
+def render(md: ModelDeployment | None = None) -> list[dict[str, Any]]:
+    md = md or example()
+    return render_children(OWNER, md.spec, f"prod.{md.spec.model}", CTX)
+
+
+def test_every_child_validates_against_kubernetes_1_37() -> None:
+    objs = render()
+    job = render_training_job(
+        OWNER,
+        example().spec,
+        "prod.fraud.fraud_detector",
+        CTX,
+        commit="4f2a9c1d3e5b7a9c1d3e5b7a9c1d3e5b7a9c1d3e",
+    )
+    assert job is not None
+    for obj in [*objs, job]:
+        kubernetes_validate.validate(obj, "1.37", strict=True)
+    assert [o["kind"] for o in objs] == ["Deployment", "Service", "CronJob", "CronJob"]
+
+
+def test_labels_owner_and_names_are_deterministic() -> None:
+    first, second = render(), render()
+    assert first == second
+    for obj in first:
+        meta = obj["metadata"]
+        assert meta["labels"][MANAGED_BY] == "mlgitops"
+        assert meta["labels"][MD_LABEL] == "fraud-detector"
+        assert meta["namespace"] == "ml-prod"
+        [ref] = meta["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+            "ModelDeployment",
+            "fraud-detector",
+            OWNER.uid,
+            True,
+        )
+    names = [o["metadata"]["name"] for o in first]
+    assert names == [
+        "fraud-detector-serving",
+        "fraud-detector-serving",
+        "fraud-detector-batch",
+        "fraud-detector-monitor",
+    ]
+
+
+def test_serving_pins_versions_in_the_pod_template_and_never_drops_capacity() -> None:
+    deployment = render()[0]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    template = spec["template"]
+    notes = template["metadata"]["annotations"]
+    assert notes == {
+        "mlgitops.io/champion": "2",
+        "mlgitops.io/challenger": "3",
+        "mlgitops.io/challenger-traffic": "10",
+    }
+    [container] = template["spec"]["containers"]
+    assert container["args"] == [
+        "serve",
+        "--champion",
+        "models:/prod.fraud.fraud_detector/2",
+        "--port",
+        "8000",
+        "--challenger",
+        "models:/prod.fraud.fraud_detector/3",
+        "--challenger-traffic",
+        "10",
+    ]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert container["securityContext"]["runAsNonRoot"] is True
+    # A champion change changes the pod template, so Kubernetes rolls it out.
+    md = example()
+    promoted = md.model_copy(
+        update={
+            "spec": md.spec.model_copy(
+                update={
+                    "champion": md.spec.challenger,
+                    "challenger": None,
+                    "serving": md.spec.serving.model_copy(
+                        update={
+                            "traffic": md.spec.serving.traffic.model_copy(update={"challenger": 0})
+                        }
+                    ),
+                }
+            )
+        }
+    )
+    after = render(promoted)[0]["spec"]["template"]
+    assert after != template
+    assert after["metadata"]["annotations"]["mlgitops.io/champion"] == "3"
+
+
+def test_batch_loads_champion_at_run_time() -> None:
+    batch = render()[2]
+    args = batch["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["batch", "--model", "models:/prod.fraud.fraud_detector@champion"]
+    assert batch["spec"]["schedule"] == "0 11 * * *"
+    assert batch["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_optional_children_follow_the_spec() -> None:
+    md = example("churn-predictor")
+    kinds = [o["kind"] for o in render(md)]
+    assert kinds == ["Deployment", "Service", "CronJob", "CronJob"]
+    off = md.model_copy(
+        update={
+            "spec": md.spec.model_copy(
+                update={
+                    "serving": md.spec.serving.model_copy(update={"enabled": False}),
+                    "monitoring": None,
+                }
+            )
+        }
+    )
+    assert [o["metadata"]["name"] for o in render(off)] == ["fraud-detector-batch"]  # OWNER's name
+
+
+def test_training_job_is_named_by_commit_and_uses_its_image() -> None:
+    commit = "4f2a9c1d3e5b7a9c1d3e5b7a9c1d3e5b7a9c1d3e"
+    job = render_training_job(
+        OWNER, example().spec, "prod.fraud.fraud_detector", CTX, commit=commit
+    )
+    assert job is not None
+    assert job["metadata"]["name"] == "fraud-detector-train-4f2a9c1"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"registry.example.com/fraud-train:{commit}"
+    assert container["command"] == ["python", "train.py"]
+    assert {"name": "MLGITOPS_CODE_COMMIT", "value": commit} in container["env"]
+
+
+@pytest.mark.parametrize("owner", ["a" * 63, "model-" + "x" * 50])
+def test_long_names_are_shortened_deterministically(owner: str) -> None:
+    name = child_name(owner, "monitor", limit=CRONJOB_NAME_MAX)
+    assert len(name) <= CRONJOB_NAME_MAX
+    assert name.endswith("-monitor")
+    assert name == child_name(owner, "monitor", limit=CRONJOB_NAME_MAX)
+    assert name != child_name(owner + "b", "monitor", limit=CRONJOB_NAME_MAX)

@@ -110,6 +110,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
+    settings.scanning.disabled = True  # CRDs are known; no cluster-wide CRD watch (RBAC)
     settings.posting.level = logging.WARNING  # our own Events only, not one per handler run
     settings.execution.max_workers = int(os.environ.get("MLGITOPS_WORKERS", "16"))
     settings.watching.server_timeout = 270

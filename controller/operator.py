@@ -332,6 +332,7 @@ async def _start_http() -> None:
 
 def run(*, namespaces: list[str] | None, clusterwide: bool) -> None:
     """Run the operator until SIGINT/SIGTERM (kopf handles the signals)."""
+    kopf.configure(verbose=False)  # kopf's log format on stderr, as `kopf run` sets it up
     asyncio.run(
         kopf.operator(
             standalone=True,

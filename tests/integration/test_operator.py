@@ -1,0 +1,465 @@
+"""The operator for real (``mlgitops operator``, a kopf process) against the Kubernetes API emulator.
+
+Assertions are on what ends up in the emulator (objects, status, events, request counts) and in
+the real MLflow registry, never on calls made. DESIGN.md section 6 says what an emulator cannot
+show (schema validation, garbage collection, RBAC, controllers); ``tests/e2e`` runs the same
+scenarios on a real cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import PROJECT, ConfigRepo, RegistryView
+from tests.k8s.fixtures import Cluster, start_emulator
+
+NS = "ml-prod"
+FRAUD = "prod.fraud.fraud_detector"
+CHURN = "prod.customers.churn_predictor"
+EXE = Path(sys.executable).with_name("mlgitops")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (subprocess.CalledProcessError, KeyError, IndexError, TypeError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+class Operator:
+    def __init__(
+        self, cluster: Cluster, state: Path, log: Path, *args: str, env: dict[str, str]
+    ) -> None:
+        self.port = free_port()
+        self.log = log
+        self._out = log.open("w")
+        self.proc = subprocess.Popen(
+            [
+                str(EXE),
+                "operator",
+                "--env",
+                "prod",
+                "--http-port",
+                str(self.port),
+                "--state-dir",
+                str(state),
+                *args,
+            ],
+            env={
+                **os.environ,
+                "KUBECONFIG": str(cluster.kubeconfig),
+                "MLGITOPS_HTTP_HOST": "127.0.0.1",
+                **env,
+            },
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self._out.close()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with start_emulator(directory=tmp_path) as k8s:
+        for crd in sorted((PROJECT / "manifests/crds").glob("mlgitops.io_*.yaml")):
+            k8s.emulator.add_crd(yaml.safe_load(crd.read_text()))
+        k8s.kubectl("apply", "--validate=false", "-f", "-",
+                    input=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n")
+        yield k8s
+
+
+def get(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
+    done = cluster.kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for c in ((obj or {}).get("status") or {}).get("conditions", []):
+        if c["type"] == type_:
+            return dict(c)
+    return None
+
+
+def ready(cluster: Cluster, name: str) -> dict[str, Any] | None:
+    obj = get(cluster, "modeldeployment", name)
+    c = condition(obj, "Ready")
+    return obj if c and c["status"] == "True" else None
+
+
+def environment_yaml(state: Path) -> str:
+    doc = yaml.safe_load((PROJECT / "environments/prod/environment.yaml").read_text())
+    doc["spec"]["registry"] = {"trackingUri": f"sqlite:///{state / 'mlflow.db'}"}
+    return yaml.safe_dump(doc)
+
+
+def deployment_yaml(name: str, **spec: Any) -> str:
+    doc = yaml.safe_load((PROJECT / f"environments/prod/{name}.yaml").read_text())
+    doc["spec"].update(spec)
+    return yaml.safe_dump(doc)
+
+
+@pytest.fixture
+def operator(cluster: Cluster, state_dir: Path, tmp_path: Path) -> Iterator[Operator]:
+    cluster.kubectl(
+        "apply", "--validate=false", "-n", NS, "-f", "-", input=environment_yaml(state_dir)
+    )
+    op = Operator(
+        cluster,
+        state_dir,
+        tmp_path / "operator.log",
+        "--namespace",
+        NS,
+        "--resync-interval",
+        "2",
+        env={},
+    )
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def test_modeldeployment_lifecycle(
+    cluster: Cluster, operator: Operator, registry: RegistryView
+) -> None:
+    cluster.kubectl(
+        "apply", "--validate=false", "-n", NS, "-f", "-", input=deployment_yaml("fraud-detector")
+    )
+    md = wait_for("fraud-detector Ready", lambda: ready(cluster, "fraud-detector"), timeout=90)
+
+    # Registry aliases follow the spec; status carries the contract.
+    assert registry.aliases(FRAUD) == {"champion": "2", "challenger": "3"}
+    status = md["status"]
+    assert status["observedGeneration"] == md["metadata"]["generation"]
+    assert status["champion"]["version"] == "2"
+    assert status["challenger"]["version"] == "3"
+    assert status["registeredModel"] == FRAUD
+    assert "phase" not in status
+    assert {(i["kind"], i["name"]) for i in status["inventory"]} == {
+        ("Deployment", "fraud-detector-serving"),
+        ("Service", "fraud-detector-serving"),
+        ("CronJob", "fraud-detector-batch"),
+        ("CronJob", "fraud-detector-monitor"),
+    }
+    assert "mlgitops.io/finalizer" in md["metadata"]["finalizers"]
+    assert not any(k.startswith("kopf.zalando.org") for k in md["metadata"].get("annotations", {}))
+
+    # Children: labelled, owned, the serving pod template pins the versions.
+    deployment = get(cluster, "deployment", "fraud-detector-serving")
+    assert deployment is not None
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlgitops"
+    assert deployment["metadata"]["labels"]["mlgitops.io/model-deployment"] == "fraud-detector"
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
+    template = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert (template["mlgitops.io/champion"], template["mlgitops.io/challenger"]) == ("2", "3")
+    # No pods run on an emulator, so serving reports the rollout as pending.
+    assert status["serving"]["rolledOut"] is False
+    assert condition(md, "Reconciling")["reason"] == "Progressing"
+
+    table = cluster.kubectl("get", "modeldeployments", "-n", NS).stdout
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "CHAMPION", "CHALLENGER", "READY", "REVISION", "AGE"]
+    assert table.splitlines()[1].split()[:4] == ["fraud-detector", "2", "3", "True"]
+
+    # Idempotent: passes over an unchanged object write nothing (the timer runs every 2 s).
+    time.sleep(1)
+    cluster.emulator.reset_calls()
+    time.sleep(6)
+    writes = cluster.emulator.writes()
+    assert writes == [], writes
+
+    # A child deleted by hand comes back; one edited by hand is put back.
+    cluster.kubectl("delete", "deployment", "fraud-detector-serving", "-n", NS)
+    wait_for(
+        "serving Deployment restored", lambda: get(cluster, "deployment", "fraud-detector-serving")
+    )
+    cluster.kubectl(
+        "patch",
+        "cronjob",
+        "fraud-detector-batch",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        '{"spec": {"schedule": "* * * * *"}}',
+    )
+    wait_for(
+        "CronJob schedule restored",
+        lambda: get(cluster, "cronjob", "fraud-detector-batch")["spec"]["schedule"] == "0 11 * * *",
+    )
+
+    # A promotion by spec change moves the alias, rolls the template, and posts an Event.
+    cluster.kubectl(
+        "patch",
+        "modeldeployment",
+        "fraud-detector",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "spec": {
+                    "champion": {"version": "3"},
+                    "challenger": None,
+                    "serving": {"traffic": {"challenger": 0}},
+                }
+            }
+        ),
+    )
+    wait_for("champion alias on 3", lambda: registry.aliases(FRAUD) == {"champion": "3"})
+    wait_for(
+        "template rolled",
+        lambda: (
+            get(cluster, "deployment", "fraud-detector-serving")["spec"]["template"]["metadata"][
+                "annotations"
+            ]["mlgitops.io/champion"]
+            == "3"
+        ),
+    )
+    events = json.loads(cluster.kubectl("get", "events", "-n", NS, "-o", "json").stdout)["items"]
+    assert any(e["reason"] == "AliasChanged" and "champion 2 -> 3" in e["message"] for e in events)
+    md = wait_for(
+        "history",
+        lambda: (
+            (m := get(cluster, "modeldeployment", "fraud-detector"))
+            and len(m["status"]["history"]) >= 4
+            and m
+        ),
+    )
+    assert md["status"]["history"][-2]["version"] == "3"
+
+    # An invalid spec: Stalled, the field named, no child and no alias changed.
+    before = get(cluster, "deployment", "fraud-detector-serving")
+    cluster.kubectl(
+        "patch",
+        "modeldeployment",
+        "fraud-detector",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        '{"spec": {"champion": {"version": "9"}}}',
+    )
+    stalled = wait_for(
+        "Stalled", lambda: condition(get(cluster, "modeldeployment", "fraud-detector"), "Stalled")
+    )
+    assert stalled["reason"] == "InvalidSpec"
+    assert "spec.champion.version" in stalled["message"]
+    assert "version 9 of prod.fraud.fraud_detector does not exist" in stalled["message"]
+    time.sleep(3)
+    after = get(cluster, "deployment", "fraud-detector-serving")
+    assert after is not None
+    assert before is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert registry.aliases(FRAUD) == {"champion": "3"}
+
+    # Deleting the ModelDeployment removes its children and leaves the aliases alone.
+    cluster.kubectl("delete", "modeldeployment", "fraud-detector", "-n", NS, "--wait=false")
+    wait_for("gone", lambda: get(cluster, "modeldeployment", "fraud-detector") is None)
+    for kind, name in (
+        ("deployment", "fraud-detector-serving"),
+        ("service", "fraud-detector-serving"),
+        ("cronjob", "fraud-detector-batch"),
+        ("cronjob", "fraud-detector-monitor"),
+    ):
+        assert get(cluster, kind, name) is None, (kind, name)
+    assert registry.aliases(FRAUD) == {"champion": "3"}
+
+    code, text = operator.get("/metrics")
+    assert code == 200
+    assert "mlgitops_reconcile_duration_seconds_count" in text
+    assert 'mlgitops_alias_changes_total{alias="champion"}' in text
+
+
+def test_invalid_document_is_stalled_with_the_field_named(
+    cluster: Cluster, operator: Operator, registry: RegistryView
+) -> None:
+    before = registry.snapshot()
+    cluster.kubectl(
+        "apply",
+        "--validate=false",
+        "-n",
+        NS,
+        "-f",
+        "-",
+        input=deployment_yaml("fraud-detector", serving={"replicas": "two"}),
+    )
+    stalled = wait_for(
+        "Stalled",
+        lambda: condition(get(cluster, "modeldeployment", "fraud-detector"), "Stalled"),
+        timeout=90,
+    )
+    assert "spec.serving.replicas" in stalled["message"]
+    assert get(cluster, "deployment", "fraud-detector-serving") is None
+    assert registry.snapshot() == before
+
+
+def sign(token: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
+    cluster: Cluster, state_dir: Path, tmp_path: Path, registry: RegistryView
+) -> None:
+    repo = ConfigRepo(tmp_path / "config")
+    env_file = "environments/prod/environment.yaml"
+    repo.write(env_file, environment_yaml(state_dir))
+    repo.commit("Use the test registry")
+    token = "webhook-secret"
+    op = Operator(
+        cluster,
+        state_dir,
+        tmp_path / "operator.log",
+        "--repo",
+        str(repo.path),
+        "--poll-interval",
+        "600",
+        "--resync-interval",
+        "2",
+        env={"MLGITOPS_WEBHOOK_TOKEN": token},
+    )
+    try:
+        wait_for(
+            "both Ready",
+            lambda: ready(cluster, "fraud-detector") and ready(cluster, "churn-predictor"),
+            timeout=90,
+        )
+        md = get(cluster, "modeldeployment", "fraud-detector")
+        assert md is not None
+        assert md["metadata"]["annotations"]["mlgitops.io/revision"] == repo.head()
+        assert registry.aliases(CHURN) == {"champion": "1"}
+        code, _body = op.get("/readyz")
+        assert code == 200
+
+        def webhook() -> None:
+            payload = b'{"ref": "refs/heads/main"}'
+            assert (
+                op.post("/webhook", payload, {"X-Hub-Signature-256": sign("wrong", payload)}) == 401
+            )
+            assert (
+                op.post("/webhook", payload, {"X-Hub-Signature-256": sign(token, payload)}) == 202
+            )
+
+        # A revision with one bad file changes nothing in the cluster.
+        rv = {
+            n: get(cluster, "modeldeployment", n)["metadata"]["resourceVersion"]  # type: ignore[index]
+            for n in ("fraud-detector", "churn-predictor")
+        }
+        repo.pin("environments/prod/churn-predictor.yaml", "champion", "2")
+        repo.write(
+            "environments/prod/fraud-detector.yaml",
+            repo.read("environments/prod/fraud-detector.yaml").replace(
+                "replicas: 2", "replicas: x"
+            ),
+        )
+        repo.commit("One good change, one bad file")
+        webhook()
+        time.sleep(4)
+        assert {
+            n: get(cluster, "modeldeployment", n)["metadata"]["resourceVersion"]  # type: ignore[index]
+            for n in rv
+        } == rv
+        assert registry.aliases(CHURN) == {"champion": "1"}
+        metrics = op.get("/metrics")[1]
+        assert (
+            'mlgitops_git_sync_errors_total{environment="prod",reason="InvalidRevision"}' in metrics
+        )
+
+        # Fixed: applied. Then a file removed from Git is pruned.
+        repo.write(
+            "environments/prod/fraud-detector.yaml",
+            repo.read("environments/prod/fraud-detector.yaml").replace(
+                "replicas: x", "replicas: 2"
+            ),
+        )
+        fixed = repo.commit("Fix replicas")
+        webhook()
+        wait_for("churn champion 2", lambda: registry.aliases(CHURN) == {"champion": "2"})
+        assert f'revision="{fixed}"' in op.get("/metrics")[1]
+
+        # Git wins over a hand edit.
+        cluster.kubectl(
+            "patch",
+            "modeldeployment",
+            "fraud-detector",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            '{"spec": {"serving": {"replicas": 5}}}',
+        )
+        webhook()
+        wait_for(
+            "replicas restored",
+            lambda: (
+                get(cluster, "modeldeployment", "fraud-detector")["spec"]["serving"]["replicas"]
+                == 2
+            ),
+        )
+
+        repo.remove("environments/prod/churn-predictor.yaml")
+        repo.commit("Retire churn predictor")
+        webhook()
+        wait_for("churn pruned", lambda: get(cluster, "modeldeployment", "churn-predictor") is None)
+        assert get(cluster, "deployment", "churn-predictor-serving") is None
+        assert get(cluster, "modeldeployment", "fraud-detector") is not None
+    finally:
+        op.stop()

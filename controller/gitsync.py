@@ -10,6 +10,7 @@ status; a name that leaves the folder is deleted on the next sync.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ from typing import Any, Protocol
 
 from controller import metrics
 from controller.api.documents import API_VERSION
+from controller.api.status import EnvironmentStatus
 from controller.errors import InvalidInput, MlgitopsError, Unavailable
 from controller.planning.children import MANAGED_BY
-from controller.reconcile import Source, load_desired
+from controller.reconcile import Outcome, Source, load_desired, now_iso, summarize_environment
 from controller.reconcile_cluster import REVISION_ANNOTATION
 
 Obj = dict[str, Any]
@@ -65,6 +67,37 @@ def _object(
         },
         "spec": spec,
     }
+
+
+def _env_status(live: Obj) -> EnvironmentStatus | None:
+    raw = {k: v for k, v in (live.get("status") or {}).items() if k in _ENV_KEYS}
+    try:
+        return EnvironmentStatus.model_validate(raw) if raw else None
+    except ValueError:
+        return None
+
+
+_ENV_KEYS = {f.alias or n for n, f in EnvironmentStatus.model_fields.items()}
+
+
+def _write_status(
+    cluster: GitCluster,
+    contains: Callable[[Any, Any], bool],
+    namespace: str,
+    env: str,
+    live: Obj,
+    previous: EnvironmentStatus | None,
+    outcome: Outcome,
+    inventory: list[str] | None,
+) -> None:
+    status = summarize_environment(
+        previous=previous, outcome=outcome, inventory=inventory, now=now_iso()
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+    current = live.get("status") or {}
+    if contains(status, current) and contains(current, status):
+        return  # unchanged: no write
+    stale = {k: None for k in current if k in _ENV_KEYS and k not in status}
+    cluster.patch_status(API_VERSION, "Environment", namespace, env, {**stale, **status})
 
 
 def sync_environment(
@@ -119,18 +152,19 @@ def sync_environment(
             result.applied.append(f"{obj['kind']}/{name}")
 
         env_live = cluster.get(API_VERSION, "Environment", ns, env) or {}
-        before = list((env_live.get("status") or {}).get("inventory", []))
+        previous = _env_status(env_live)
+        before = previous.inventory if previous else []
         names = sorted(d.doc.metadata.name for d in desired.deployments)
         for gone in sorted(set(before) - set(names)):
             cluster.delete(API_VERSION, "ModelDeployment", ns, gone)
             result.pruned.append(f"ModelDeployment/{gone}")
-        status = {
-            "inventory": names,
-            "lastAppliedRevision": commit.sha,
-            "lastAttemptedRevision": commit.sha,
-        }
-        if not contains(status, env_live.get("status") or {}) or result.pruned:
-            cluster.patch_status(API_VERSION, "Environment", ns, env, status)
+        outcome = Outcome(
+            attempted=commit.sha,
+            applied=True,
+            reason="Synced",
+            message=f"Applied revision {commit.short}: {len(names)} ModelDeployments",
+        )
+        _write_status(cluster, contains, ns, env, env_live, previous, outcome, names)
         metrics.set_revision(env, commit.sha)
         metrics.GIT_LAST_SYNC.labels(environment=env).set(time.time())
     except (InvalidInput, Unavailable) as exc:
@@ -139,4 +173,26 @@ def sync_environment(
         metrics.GIT_SYNC_ERRORS.labels(environment=env, reason=reason).inc()
         if isinstance(exc, InvalidInput) and exc.revision:
             result.revision = exc.revision
+        if isinstance(exc, InvalidInput) and namespace:
+            # Say why on the Environment (if one was applied before); the cluster is unchanged.
+            with contextlib.suppress(Unavailable):
+                env_obj = cluster.get(API_VERSION, "Environment", namespace, env)
+                if env_obj is not None:
+                    outcome = Outcome(
+                        attempted=exc.revision,
+                        applied=False,
+                        reason=reason,
+                        message=str(exc)[:2000],
+                        stalled=True,
+                    )
+                    _write_status(
+                        cluster,
+                        contains,
+                        namespace,
+                        env,
+                        env_obj,
+                        _env_status(env_obj),
+                        outcome,
+                        None,
+                    )
     return result

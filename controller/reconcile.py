@@ -20,6 +20,7 @@ from controller.api.loader import DesiredState, load_environment
 from controller.api.status import (
     HISTORY_LIMIT,
     Condition,
+    EnvironmentStatus,
     HistoryEntry,
     InventoryEntry,
     ModelDeploymentStatus,
@@ -103,7 +104,7 @@ class Outcome:
 
 
 def _condition(
-    previous: ModelDeploymentStatus | None,
+    previous: ModelDeploymentStatus | EnvironmentStatus | None,
     *,
     type_: str,
     status: str,
@@ -196,6 +197,48 @@ def summarize(
             if outcome.applied and inventory is not None
             else (previous.inventory if previous else [])
         ),
+    )
+
+
+def summarize_environment(
+    *,
+    previous: EnvironmentStatus | None,
+    outcome: Outcome,
+    inventory: list[str] | None,
+    now: str,
+) -> EnvironmentStatus:
+    """The Environment's status after a Git sync: the same condition rules as a ModelDeployment."""
+    conditions = [
+        _condition(
+            previous,
+            type_="Ready",
+            status="True" if outcome.applied else "False",
+            reason=outcome.reason,
+            message=outcome.message,
+            generation=None,
+            now=now,
+        )
+    ]
+    if outcome.stalled:
+        conditions.append(
+            _condition(
+                previous,
+                type_="Stalled",
+                status="True",
+                reason=outcome.reason,
+                message=outcome.message,
+                generation=None,
+                now=now,
+            )
+        )
+    return EnvironmentStatus(
+        conditions=conditions,
+        last_applied_revision=outcome.attempted
+        if outcome.applied
+        else (previous.last_applied_revision if previous else None),
+        last_attempted_revision=outcome.attempted
+        or (previous.last_attempted_revision if previous else None),
+        inventory=inventory if inventory is not None else (previous.inventory if previous else []),
     )
 
 

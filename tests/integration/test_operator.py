@@ -451,6 +451,14 @@ def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
         assert (
             'mlgitops_git_sync_errors_total{environment="prod",reason="InvalidRevision"}' in metrics
         )
+        env = get(cluster, "environment", "prod")
+        assert env is not None
+        stalled = condition(env, "Stalled")
+        assert stalled is not None
+        assert "environments/prod/fraud-detector.yaml:" in stalled["message"]
+        assert "spec.serving.replicas" in stalled["message"]
+        assert env["status"]["lastAttemptedRevision"] == repo.head()
+        assert env["status"]["lastAppliedRevision"] != repo.head()
 
         # Fixed: applied. Then a file removed from Git is pruned.
         repo.write(
@@ -462,6 +470,16 @@ def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
         fixed = repo.commit("Fix replicas")
         webhook()
         wait_for("churn champion 2", lambda: registry.aliases(CHURN) == {"champion": "2"})
+        env = wait_for(
+            "environment Ready",
+            lambda: (
+                (e := get(cluster, "environment", "prod"))
+                and condition(e, "Ready")["status"] == "True"
+                and e
+            ),
+        )
+        assert condition(env, "Stalled") is None
+        assert env["status"]["lastAppliedRevision"] == fixed
         assert f'revision="{fixed}"' in op.get("/metrics")[1]
 
         # Git wins over a hand edit.

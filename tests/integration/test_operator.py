@@ -251,6 +251,43 @@ def test_modeldeployment_lifecycle(
     assert header == ["NAME", "CHAMPION", "CHALLENGER", "READY", "REVISION", "AGE"]
     assert table.splitlines()[1].split()[:4] == ["fraud-detector", "2", "3", "True"]
 
+    # When the Deployment reports its replicas ready (a Deployment controller's job; the emulator
+    # has none, so the test plays it), serving status says rolled out and Reconciling clears.
+    if getattr(cluster, "emulator", None) is not None:
+        rolled = {
+            "observedGeneration": deployment["metadata"]["generation"],
+            "replicas": 2,
+            "readyReplicas": 2,
+            "updatedReplicas": 2,
+            "availableReplicas": 2,
+        }
+        cluster.kubectl(
+            "patch",
+            "deployment",
+            "fraud-detector-serving",
+            "-n",
+            NS,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": rolled}),
+        )
+        md = wait_for(
+            "rolled out",
+            lambda: (
+                (m := get(cluster, "modeldeployment", "fraud-detector"))
+                and m["status"]["serving"]["rolledOut"]
+                and m
+            ),
+        )
+        assert md["status"]["serving"]["readyReplicas"] == 2
+        assert (md["status"]["serving"]["champion"], md["status"]["serving"]["challenger"]) == (
+            "2",
+            "3",
+        )
+        assert md["status"]["serving"]["challengerTraffic"] == 10
+        assert condition(md, "Reconciling") is None
+
     # Idempotent: passes over an unchanged object write nothing (the timer runs every 2 s).
     assert_quiet(cluster, seconds=6)
 

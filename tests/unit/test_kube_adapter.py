@@ -1,0 +1,51 @@
+"""Pure parts of the Kubernetes side: drift detection, API paths, webhook signatures."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from controller.runtimes.kubernetes import contains, path_for
+
+
+@pytest.mark.parametrize(
+    ("desired", "live", "same"),
+    [
+        ({"a": 1}, {"a": 1, "b": 2}, True),  # fields others set (defaults) are not drift
+        ({"a": {"b": [1, 2]}}, {"a": {"b": [1, 2], "c": 0}}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"a": 1}, {}, False),
+        ({"l": [{"x": 1}]}, {"l": [{"x": 1, "y": 2}]}, True),
+        ({"l": [1, 2]}, {"l": [1]}, False),  # a list is atomic: same length, item by item
+        ({"l": [1]}, {"l": [1, 2]}, False),
+        ({"port": 8000}, {"port": "8000"}, True),
+        ({"enabled": False}, {"enabled": None}, False),
+    ],
+)
+def test_contains(desired: object, live: object, same: bool) -> None:
+    assert contains(desired, live) is same
+
+
+def test_paths() -> None:
+    assert (
+        path_for("apps/v1", "Deployment", "ns", "x") == "/apis/apps/v1/namespaces/ns/deployments/x"
+    )
+    assert path_for("v1", "Service", "ns", None) == "/api/v1/namespaces/ns/services"
+    assert path_for("mlgitops.io/v1alpha1", "ModelDeployment", "ns", "m") == (
+        "/apis/mlgitops.io/v1alpha1/namespaces/ns/modeldeployments/m"
+    )
+    assert path_for("v1", "Namespace", None, "ml-prod") == "/api/v1/namespaces/ml-prod"
+
+
+def test_webhook_signature() -> None:
+    from controller.operator import verify_signature
+
+    body = b'{"ref": "refs/heads/main"}'
+    good = "sha256=" + hmac.new(b"tok", body, hashlib.sha256).hexdigest()
+    assert verify_signature("tok", body, good)
+    assert not verify_signature("other", body, good)
+    assert not verify_signature("tok", body + b" ", good)
+    assert not verify_signature("tok", body, None)
+    assert not verify_signature("tok", body, good.replace("sha256=", "sha1="))

@@ -103,28 +103,37 @@ class Outcome:
     progressing: str | None = None  # set while applied state is still rolling out
 
 
-def _condition(
+def _conditions(
     previous: ModelDeploymentStatus | EnvironmentStatus | None,
+    outcome: Outcome,
     *,
-    type_: str,
-    status: str,
-    reason: str,
-    message: str,
     generation: int | None,
     now: str,
-) -> Condition:
-    old = previous.condition(type_) if previous else None
-    since = old.last_transition_time if old is not None and old.status == status else now
-    return Condition.model_validate(
-        {
-            "type": type_,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": since,
-            "observedGeneration": generation,
-        }
-    )
+) -> list[Condition]:
+    """Ready always; Reconciling and Stalled only while true. A condition keeps its
+    lastTransitionTime while its status stays the same, so an unchanged pass writes nothing."""
+    wanted = [("Ready", "True" if outcome.applied else "False", outcome.reason, outcome.message)]
+    if outcome.progressing:
+        wanted.append(("Reconciling", "True", "Progressing", outcome.progressing))
+    if outcome.stalled:
+        wanted.append(("Stalled", "True", outcome.reason, outcome.message))
+    out = []
+    for type_, status, reason, message in wanted:
+        old = previous.condition(type_) if previous else None
+        since = old.last_transition_time if old is not None and old.status == status else now
+        out.append(
+            Condition.model_validate(
+                {
+                    "type": type_,
+                    "status": status,
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": since,
+                    "observedGeneration": generation,
+                }
+            )
+        )
+    return out
 
 
 def summarize(
@@ -140,42 +149,8 @@ def summarize(
     serving: ServingStatus | None = None,
     inventory: list[InventoryEntry] | None = None,
 ) -> ModelDeploymentStatus:
-    """The only place conditions are written. Ready always; Reconciling and Stalled only while true."""
-    conditions = [
-        _condition(
-            previous,
-            type_="Ready",
-            status="True" if outcome.applied else "False",
-            reason=outcome.reason,
-            message=outcome.message,
-            generation=generation,
-            now=now,
-        )
-    ]
-    if outcome.progressing:
-        conditions.append(
-            _condition(
-                previous,
-                type_="Reconciling",
-                status="True",
-                reason="Progressing",
-                message=outcome.progressing,
-                generation=generation,
-                now=now,
-            )
-        )
-    if outcome.stalled:
-        conditions.append(
-            _condition(
-                previous,
-                type_="Stalled",
-                status="True",
-                reason=outcome.reason,
-                message=outcome.message,
-                generation=generation,
-                now=now,
-            )
-        )
+    """One ModelDeployment's status after a pass: the last good state stays when nothing applied."""
+    conditions = _conditions(previous, outcome, generation=generation, now=now)
     history = [*(previous.history if previous else []), *events][-HISTORY_LIMIT:]
     return ModelDeploymentStatus(
         observed_generation=generation
@@ -208,29 +183,7 @@ def summarize_environment(
     now: str,
 ) -> EnvironmentStatus:
     """The Environment's status after a Git sync: the same condition rules as a ModelDeployment."""
-    conditions = [
-        _condition(
-            previous,
-            type_="Ready",
-            status="True" if outcome.applied else "False",
-            reason=outcome.reason,
-            message=outcome.message,
-            generation=None,
-            now=now,
-        )
-    ]
-    if outcome.stalled:
-        conditions.append(
-            _condition(
-                previous,
-                type_="Stalled",
-                status="True",
-                reason=outcome.reason,
-                message=outcome.message,
-                generation=None,
-                now=now,
-            )
-        )
+    conditions = _conditions(previous, outcome, generation=None, now=now)
     return EnvironmentStatus(
         conditions=conditions,
         last_applied_revision=outcome.attempted

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -254,6 +255,14 @@ def _last_change(status: dict[str, Any]) -> str:
     return f"{h['alias']} {_fmt(h.get('previous'))}->{_fmt(h.get('version'))} {when} @{h['revision'][:7]}"
 
 
+def _serving(status: dict[str, Any]) -> str:
+    serving = status.get("serving")
+    if not serving:
+        return ""
+    state = "ready" if serving.get("rolledOut") else "starting"
+    return f"{serving.get('url', '')} ({state})"
+
+
 def _ready(status: dict[str, Any]) -> str:
     for c in status.get("conditions", []):
         if c["type"] == "Ready":
@@ -308,6 +317,7 @@ def status(
         "READY",
         "REVISION",
         "LAST CHANGE",
+        "SERVING",
     ):
         table.add_column(col, overflow="fold")
     for name, rec in sorted(data.get("models", {}).items()):
@@ -325,6 +335,7 @@ def status(
             _ready(st),
             (st.get("lastAppliedRevision") or "")[:7],
             _last_change(st),
+            _serving(st),
         )
     out.print(table)
     applied = (data.get("lastAppliedRevision") or "")[:7] or "none"
@@ -383,6 +394,78 @@ def history(
     if model and not any(d.doc.metadata.name == model for d in desired.deployments):
         _fail([f"--model: no ModelDeployment named {model!r} in environment {env!r}"])
     out.print(table if shown else "no alias changes recorded")
+
+
+@app.command()
+def run(
+    env: EnvOpt,
+    repo: RepoOpt = ".",
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between passes (Git poll + reconcile).")
+    ] = 10.0,
+    state_dir: StateOpt = None,
+) -> None:
+    """Run the controller continuously on this machine (the embedded runtime), until Ctrl-C.
+
+    Every pass reads the branch head, moves the registry aliases, and starts, updates or stops
+    one model server (mlgitops serve) per ModelDeployment on a stable local port; a champion or
+    split change reaches the running server without dropping a request, and a crashed server is
+    restarted with backoff. `mlgitops status -o json` shows each model's URL and versions.
+    SIGINT or SIGTERM stops every server it started.
+    """
+    import signal
+    import threading
+
+    from controller.reconcile import load_desired
+    from controller.registry import embedded_tracking_uri
+    from controller.runtimes.local import LocalRuntime
+
+    state = StateDir(resolve_state_dir(state_dir))
+    source = _source(repo, state)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        _, first = load_desired(source, env=env, rev=None)
+    except MlgitopsError as exc:
+        _fail(_problems(exc))
+    uri = first.environment.spec.registry.tracking_uri or embedded_tracking_uri(state.root)
+    runtime = LocalRuntime(env=env, state_root=state.root, tracking_uri=uri)
+    try:
+        with state.lock(env):
+            out.print(f"mlgitops run: environment {env} from {source.display}; Ctrl-C stops")
+            last: str | None = None
+            while not stop.is_set():
+                result = reconcile(
+                    env=env,
+                    source=source,
+                    registry_for=_registry_factory(state),
+                    store=state,
+                    serve=runtime.apply,
+                )
+                source.close()  # the next pass sees new commits (and fetches a remote)
+                if result.error is not None:
+                    for line in _problems(result.error):
+                        err.print(f"error: {line}", markup=False)
+                elif result.commit is not None and (result.applied or result.commit.sha != last):
+                    last = result.commit.sha
+                    served = ", ".join(
+                        f"{name} {s.url} (champion {s.champion})"
+                        for name, s in sorted(result.serving.items())
+                    )
+                    out.print(
+                        f"{env}: at {result.commit.short}, {len(result.applied)} alias "
+                        f"change(s); serving {served or 'nothing'}"
+                    )
+                deadline = time.monotonic() + interval
+                while not stop.is_set() and time.monotonic() < deadline:
+                    runtime.supervise()
+                    stop.wait(1.0)
+    except Busy as exc:
+        _fail([str(exc)])
+    finally:
+        runtime.stop_all()
+        out.print(f"mlgitops run: stopped {env}")
 
 
 @app.command()

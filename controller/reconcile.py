@@ -206,6 +206,7 @@ class SyncResult:
     plan: Plan | None = None
     applied: list[AliasChange] = field(default_factory=list)
     observed: Observed | None = None
+    serving: dict[str, ServingStatus] = field(default_factory=dict)
     error: MlgitopsError | None = None
     status: dict[str, Any] = field(default_factory=dict)
 
@@ -268,6 +269,7 @@ def reconcile(
     rev: str | None = None,
     dry_run: bool = False,
     now: Callable[[], str] = now_iso,
+    serve: Callable[[DesiredState], Mapping[str, ServingStatus]] | None = None,
 ) -> SyncResult:
     """One pass over environment ``env``. Never raises for domain errors: see ``result.error``.
 
@@ -307,6 +309,8 @@ def reconcile(
             )
             registry.set_alias(model=change.model, event=event)
             result.applied.append(change)
+        if serve is not None:
+            result.serving = dict(serve(result.desired))
     except (InvalidInput, Unavailable) as exc:
         result.error = exc
         if dry_run:
@@ -393,6 +397,10 @@ def _applied_records(
         parts = [f"champion {champion.version}" if champion else "no champion"]
         if challenger:
             parts.append(f"challenger {challenger.version}")
+        serving = result.serving.get(name)
+        progressing = None
+        if serving is not None and not serving.rolled_out:
+            progressing = f"serving at {serving.url} is not ready yet"
         status = summarize(
             previous=old,
             outcome=Outcome(
@@ -400,7 +408,9 @@ def _applied_records(
                 applied=True,
                 reason="Reconciled",
                 message=f"Applied revision {commit.short}: {', '.join(parts)}",
+                progressing=progressing,
             ),
+            serving=serving,
             generation=generation,
             registered_model=d.registered_model,
             champion=champion,

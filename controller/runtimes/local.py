@@ -1,0 +1,288 @@
+"""The embedded runtime: one ``mlgitops serve`` process per ModelDeployment on this machine.
+
+``apply`` is level-based like the rest: given the desired state of an environment it starts the
+servers that should run, tells running ones about a new champion, challenger or split (a config
+file rewritten atomically, then SIGHUP: the server loads the new model before switching, so no
+request is dropped), and stops the ones Git no longer asks for. ``supervise`` restarts a crashed
+server with exponential backoff. Ports are stable: allocated once per environment and model and
+remembered under the state directory, so a URL survives restarts and several environments can run
+side by side. Pid files let a restarted runtime adopt the servers it left running instead of
+starting duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.api.loader import DesiredState
+from controller.api.status import ServingStatus
+from controller.planning.children import model_uri
+
+FIRST_PORT = 8600
+BACKOFF_MAX = 60.0
+
+
+@dataclass
+class _Server:
+    name: str
+    port: int
+    config: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    pid: int | None = None  # adopted from a previous runtime
+    failures: int = 0
+    next_start: float = 0.0
+    started: float = 0.0
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, 0)
+            except OSError:
+                return False
+            return True
+        return False
+
+    def signal(self, sig: int) -> None:
+        pid = self.proc.pid if self.proc is not None else self.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+@dataclass
+class LocalRuntime:
+    env: str
+    state_root: Path
+    tracking_uri: str
+    host: str = "127.0.0.1"
+    servers: dict[str, _Server] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        path = self.state_root / "envs" / self.env / "serving"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- ports -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _ports(self) -> Iterator[dict[str, int]]:
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        with open(self.state_root / "ports.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = self.state_root / "ports.json"
+            ports: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+            yield ports
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(ports, indent=2, sort_keys=True))
+            os.replace(tmp, path)
+
+    def port_for(self, name: str) -> int:
+        key = f"{self.env}/{name}"
+        with self._ports() as ports:
+            if key in ports:
+                return ports[key]
+            taken = set(ports.values())
+            port = FIRST_PORT
+            while port in taken or not _free(self.host, port):
+                port += 1
+            ports[key] = port
+            return port
+
+    # -- desired state -> processes --------------------------------------------------------------
+
+    def desired_configs(self, desired: DesiredState) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for d in desired.deployments:
+            spec = d.doc.spec
+            if not spec.serving.enabled or spec.champion is None or spec.serving.replicas == 0:
+                continue
+            challenger = spec.challenger.version if spec.challenger else None
+            out[d.doc.metadata.name] = {
+                "champion": model_uri(d.registered_model, spec.champion.version),
+                "challenger": model_uri(d.registered_model, challenger) if challenger else None,
+                "challengerTraffic": spec.serving.traffic.challenger if challenger else 0,
+            }
+        return out
+
+    def apply(self, desired: DesiredState) -> dict[str, ServingStatus]:
+        """Start, update and stop servers to match ``desired``; report each one's serving status."""
+        configs = self.desired_configs(desired)
+        for name in sorted(set(self.servers) | self._adoptable()):
+            if name not in configs:
+                self._stop(name)
+        for name, config in configs.items():
+            server = self.servers.get(name) or self._adopt(name)
+            if server is None:
+                server = _Server(name, self.port_for(name), config)
+                self.servers[name] = server
+                self._write_config(server)
+                self._start(server)
+            elif server.config != config or not self._config_path(name).exists():
+                server.config = config
+                self._write_config(server)
+                server.signal(signal.SIGHUP)  # the server loads, then switches atomically
+        self.supervise()
+        return {name: self.status(name) for name in configs}
+
+    def supervise(self) -> None:
+        """Restart servers that died, with exponential backoff."""
+        now = time.monotonic()
+        for server in self.servers.values():
+            if server.alive():
+                if server.failures and now - server.started > BACKOFF_MAX:
+                    server.failures = 0
+                continue
+            if now < server.next_start:
+                continue
+            server.failures += 1
+            server.next_start = now + min(BACKOFF_MAX, 2.0 ** (server.failures - 1))
+            self._start(server)
+
+    def status(self, name: str) -> ServingStatus:
+        server = self.servers[name]
+        ready = server.alive() and _ready(f"http://{self.host}:{server.port}/ping")
+        config = server.config
+        return ServingStatus(
+            url=f"http://{self.host}:{server.port}",
+            replicas=1,
+            ready_replicas=1 if ready else 0,
+            updated_replicas=1 if ready else 0,
+            champion=_version(config["champion"]),
+            challenger=_version(config["challenger"]) if config.get("challenger") else None,
+            challenger_traffic=int(config.get("challengerTraffic", 0)),
+            rolled_out=ready,
+        )
+
+    def stop_all(self, *, timeout: float = 10.0) -> None:
+        for name in list(self.servers):
+            self._stop(name, timeout=timeout)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _config_path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def _write_config(self, server: _Server) -> None:
+        path = self._config_path(server.name)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(server.config, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+    def _start(self, server: _Server) -> None:
+        log = open(self.dir / f"{server.name}.log", "ab")  # noqa: SIM115 - the child owns it
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        server.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "controller",
+                "serve",
+                "--config",
+                str(self._config_path(server.name)),
+                "--host",
+                self.host,
+                "--port",
+                str(server.port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the runtime, which stops servers in order
+        )
+        log.close()
+        server.pid = None
+        server.started = time.monotonic()
+        (self.dir / f"{server.name}.pid").write_text(str(server.proc.pid))
+
+    def _adoptable(self) -> set[str]:
+        return {p.stem for p in self.dir.glob("*.pid")}
+
+    def _adopt(self, name: str) -> _Server | None:
+        """A server a previous runtime left running (pid file, same command line)."""
+        pid_file, config_file = self.dir / f"{name}.pid", self._config_path(name)
+        if not pid_file.exists() or not config_file.exists():
+            return None
+        try:
+            pid = int(pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (ValueError, OSError):
+            return None
+        if str(config_file).encode() not in cmdline:
+            return None
+        port = self.port_for(name)
+        server = _Server(name, port, json.loads(config_file.read_text()), pid=pid)
+        server.started = time.monotonic()
+        self.servers[name] = server
+        return server
+
+    def _stop(self, name: str, *, timeout: float = 10.0) -> None:
+        server = self.servers.pop(name, None) or self._adopt(name)
+        if server is not None:
+            self.servers.pop(name, None)
+            server.signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while server.alive() and time.monotonic() < deadline:
+                if server.proc is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        server.proc.wait(timeout=0.1)
+                else:
+                    time.sleep(0.1)
+            if server.alive():
+                server.signal(signal.SIGKILL)
+                if server.proc is not None:
+                    server.proc.wait()
+        for suffix in (".pid", ".json"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / f"{name}{suffix}").unlink()
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _version(uri: str | None) -> str | None:
+    return uri.rsplit("/", 1)[-1] if uri else None
+
+
+def read_servers(state_root: Path, env: str) -> Mapping[str, Any]:
+    """The serving configs a runtime wrote (for status without a running runtime)."""
+    folder = state_root / "envs" / env / "serving"
+    return (
+        {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+        if folder.exists()
+        else {}
+    )

@@ -7,6 +7,7 @@ unreachable dependency, with one line per problem naming the file, line and fiel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -158,8 +159,10 @@ def _run(
 ) -> SyncResult:
     state = StateDir(resolve_state_dir(state_dir))
     source = _source(repo, state)
+    # diff writes nothing, so it needs no lock and works while `mlgitops run` holds it.
+    lock = contextlib.nullcontext() if dry_run else state.lock(env)
     try:
-        with state.lock(env):
+        with lock:
             return reconcile(
                 env=env,
                 source=source,

@@ -9,12 +9,15 @@ run in this process (the real CLI app) so MLflow is imported once, not once per 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from rich.console import Console
@@ -58,6 +61,81 @@ def mlgitops(workspace: Path, *args: str, expect: tuple[int, ...] = (0,)) -> int
     if code not in expect:
         raise SystemExit(f"demo: `mlgitops {shown}` exited {code}, expected {expect}")
     return code
+
+
+def start_runtime(ws: Path) -> subprocess.Popen[bytes]:
+    args = [
+        "run",
+        "--env",
+        "prod",
+        "--repo",
+        str(ws / "config"),
+        "--state-dir",
+        str(ws / ".mlgitops"),
+        "--interval",
+        "1",
+    ]
+    console.print(f"[dim]$ mlgitops {' '.join(args)} &[/]")
+    log = open(ws / "run.log", "wb")  # noqa: SIM115 - the child writes it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller", *args], stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    return proc
+
+
+def stop_runtime(proc: subprocess.Popen[bytes]) -> None:
+    console.print("[dim]$ kill -TERM <mlgitops run>[/]")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    console.print(f"  mlgitops run stopped (exit {proc.returncode}); its servers are gone")
+
+
+def wait_served(state: Path, champions: dict[str, str], timeout: float = 120) -> dict[str, str]:
+    """Wait until `mlgitops run` serves these champions, ready; return the models' URLs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            doc = json.loads((state / "envs/prod/status.json").read_text())
+            serving = {n: r["status"].get("serving") or {} for n, r in doc["models"].items()}
+            if all(
+                serving[n].get("champion") == v and serving[n].get("rolledOut")
+                for n, v in champions.items()
+            ):
+                return {n: s["url"] for n, s in serving.items() if s}
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"demo: the local runtime did not serve {champions} in {timeout:.0f} s")
+
+
+def show_prediction(url: str, when: str) -> None:
+    from controller.registry.examples import dataset
+
+    x, _ = dataset("classifier")
+    rows = x.iloc[[0, 38, 205, 255]]  # rows 38, 205, 255: versions 2 and 3 disagree
+    body = json.dumps(
+        {"dataframe_split": {"columns": list(rows.columns), "data": rows.values.tolist()}}
+    ).encode()
+    console.print(
+        f"[dim]$ curl -s {url}/invocations -H 'Content-Type: application/json' "
+        "-d '{\"dataframe_split\": ...}'   # 4 rows of breast_cancer[/]"
+    )
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Routing-Key": "demo-client"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        version = response.headers.get("X-Model-Version")
+        role = response.headers.get("X-Model-Role")
+        predictions = json.loads(response.read())["predictions"]
+    console.print(f"  {when}: served by version {version} ({role}): predictions {predictions}")
 
 
 def set_champion(path: Path, version: str) -> None:
@@ -123,21 +201,32 @@ def main(argv: list[str] | None = None) -> None:
         mlgitops(ws, "sync", "--env", env)
     mlgitops(ws, "status", "--env", "prod")
 
-    step("5. Promote: a commit makes fraud-detector v3 the prod champion")
-    set_champion(config / FRAUD_FILE, "3")
-    git(config, "commit", "-q", "-am", "Promote fraud-detector v3 to prod champion")
-    promotion = git(config, "rev-parse", "--short", "HEAD")
-    mlgitops(ws, "diff", "--env", "prod", expect=(1,))
-    mlgitops(ws, "sync", "--env", "prod")
-    mlgitops(ws, "status", "--env", "prod")
+    step("5. Serve the prod models locally: mlgitops run (one model server per model)")
+    runner = start_runtime(ws)
+    try:
+        urls = wait_served(state, {"fraud-detector": "2", "churn-predictor": "1"})
+        for name, url in urls.items():
+            console.print(f"  {name}: {url}")
+        show_prediction(urls["fraud-detector"], "before the promotion")
 
-    step("6. Roll back with git revert: champion and challenger return")
-    git(config, "revert", "--no-edit", promotion)
-    mlgitops(ws, "sync", "--env", "prod")
-    mlgitops(ws, "diff", "--env", "prod")
-    mlgitops(ws, "status", "--env", "prod")
+        step("6. Promote: a commit makes fraud-detector v3 the prod champion")
+        set_champion(config / FRAUD_FILE, "3")
+        git(config, "commit", "-q", "-am", "Promote fraud-detector v3 to prod champion")
+        promotion = git(config, "rev-parse", "--short", "HEAD")
+        mlgitops(ws, "diff", "--env", "prod", expect=(0, 1))  # `run` may have applied it already
+        wait_served(state, {"fraud-detector": "3"})
+        mlgitops(ws, "status", "--env", "prod")
+        show_prediction(urls["fraud-detector"], "after the promotion (same URL, no restart)")
 
-    step("7. The history, as recorded on the model versions in the registry")
+        step("7. Roll back with git revert: champion and challenger return")
+        git(config, "revert", "--no-edit", promotion)
+        wait_served(state, {"fraud-detector": "2"})
+        mlgitops(ws, "status", "--env", "prod")
+        show_prediction(urls["fraud-detector"], "after the revert")
+    finally:
+        stop_runtime(runner)
+
+    step("8. The history, as recorded on the model versions in the registry")
     mlgitops(ws, "history", "--env", "prod", "--model", "fraud-detector")
 
     rel = ws.relative_to(PROJECT) if ws.is_relative_to(PROJECT) else ws

@@ -76,11 +76,16 @@ class _Runtime:
     def __init__(self) -> None:
         self.cluster: KubeCluster | None = None
         self.registries: dict[str, ModelRegistry] = {}
+        self.object_locks: dict[str, threading.Lock] = {}
         self.lock = threading.Lock()
         self.sync_now = threading.Event()
         self.stop = threading.Event()
         self.git_ready = threading.Event()
         self.last_sync: dict[str, Any] = {}
+
+    def object_lock(self, uid: str) -> threading.Lock:
+        with self.lock:
+            return self.object_locks.setdefault(uid, threading.Lock())
 
     def registry_for(self, tracking_uri: str | None) -> ModelRegistry:
         from controller.registry import MlflowRegistry, embedded_tracking_uri
@@ -115,7 +120,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = int(os.environ.get("MLGITOPS_WORKERS", "16"))
     settings.watching.server_timeout = 270
     settings.networking.request_timeout = 60
-    RUNTIME.cluster = KubeCluster()
+    RUNTIME.cluster = KubeCluster(pool_size=(settings.execution.max_workers or 16) + 4)
     await _start_http()
     if CONFIG.repo:
         threading.Thread(target=_git_loop, name="mlgitops-git", daemon=True).start()
@@ -156,9 +161,22 @@ def _environment(index: kopf.Index[str, Any], namespace: str) -> Environment | N
     return None
 
 
-def _reconcile(body: kopf.Body, patch: kopf.Patch, environments: kopf.Index[str, Any]) -> None:
+def _reconcile(body: kopf.Body, environments: kopf.Index[str, Any]) -> None:
+    # kopf may run the timer and a change handler of one object at once; passes of one object
+    # must not interleave (two would both move an alias and record it twice).
+    with RUNTIME.object_lock(body.get("metadata", {}).get("uid", "")):
+        _reconcile_locked(body, environments)
+
+
+def _reconcile_locked(body: kopf.Body, environments: kopf.Index[str, Any]) -> None:
     assert RUNTIME.cluster is not None
-    obj = ObjectView.from_body(body)
+    meta = body.get("metadata", {})
+    # Read the object afresh under the lock: the body kopf hands a handler is a snapshot, and a
+    # pass that ran meanwhile (timer or change) may have written status this one must build on.
+    fresh = RUNTIME.cluster.get(API_VERSION, "ModelDeployment", meta.get("namespace"), meta["name"])
+    if fresh is None or fresh.get("metadata", {}).get("uid") != meta.get("uid"):
+        return  # deleted (or replaced) meanwhile; the delete handler or the new object's pass acts
+    obj = ObjectView.from_body(fresh)
     started = time.perf_counter()
     result = reconcile_deployment(
         obj=obj,
@@ -169,11 +187,12 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, environments: kopf.Index[str,
     )
     metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     if result.changed:
-        for key, value in result.status.items():
-            patch.status[key] = value
-        for key in set(obj.status) - set(result.status):
-            if key != "kopf":
-                patch.status[key] = None
+        # Written here, under the object's lock, not through kopf's patch (applied only after
+        # the handler returns): the next pass of this object must read this status.
+        stale = dict.fromkeys(set(obj.status) - set(result.status))
+        RUNTIME.cluster.patch_status(
+            API_VERSION, "ModelDeployment", obj.namespace, obj.name, {**stale, **result.status}
+        )
     ready = next((c for c in result.status.get("conditions", []) if c["type"] == "Ready"), None)
     metrics.READY.labels(namespace=obj.namespace, name=obj.name).set(
         1 if ready and ready["status"] == "True" else 0
@@ -204,8 +223,8 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, environments: kopf.Index[str,
 @kopf.on.resume(*MD)
 @kopf.on.create(*MD)
 @kopf.on.update(*MD)
-def on_change(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-    _reconcile(body, patch, kwargs["environments"])
+def on_change(*, body: kopf.Body, **kwargs: Any) -> None:
+    _reconcile(body, kwargs["environments"])
 
 
 def _jitter(**_: Any) -> float:
@@ -213,9 +232,9 @@ def _jitter(**_: Any) -> float:
 
 
 @kopf.timer(*MD, interval=CONFIG.resync_seconds, initial_delay=_jitter, sharp=False)
-def resync(*, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+def resync(*, body: kopf.Body, **kwargs: Any) -> None:
     """The periodic level-based pass: restores children deleted or edited by hand."""
-    _reconcile(body, patch, kwargs["environments"])
+    _reconcile(body, kwargs["environments"])
 
 
 @kopf.on.delete(*MD)
@@ -231,6 +250,8 @@ def on_delete(*, body: kopf.Body, **_: Any) -> None:
         RUNTIME.cluster.delete(entry["apiVersion"], entry["kind"], obj.namespace, entry["name"])
     with contextlib.suppress(KeyError):
         metrics.READY.remove(obj.namespace, obj.name)
+    with RUNTIME.lock:
+        RUNTIME.object_locks.pop(obj.uid, None)
 
 
 # --- Git sync ------------------------------------------------------------------------------------

@@ -78,13 +78,16 @@ class WriteStats:
 class KubeCluster:
     """A cluster reached through the kubeconfig ($KUBECONFIG) or the in-cluster service account."""
 
-    def __init__(self, api_client: Any | None = None) -> None:
+    def __init__(self, api_client: Any | None = None, *, pool_size: int = 10) -> None:
         if api_client is None:
+            configuration = kubernetes.client.Configuration()
             try:
-                kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+                kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             except kubernetes.config.ConfigException:
-                kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-            api_client = kubernetes.client.ApiClient()
+                kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            # One connection per handler thread, or urllib3 discards and reopens them.
+            configuration.connection_pool_maxsize = pool_size
+            api_client = kubernetes.client.ApiClient(configuration)
         self._api = api_client
         self.stats = WriteStats()
 

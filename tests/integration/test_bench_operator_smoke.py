@@ -1,0 +1,62 @@
+"""The operator benchmark still runs end to end, on 10 ModelDeployments (DESIGN.md section 8).
+
+Not a timed test: only what is exact whatever the machine's load is asserted (every object Ready,
+no write in a no-op resync), never the times or the memory. A short resync interval keeps the
+no-op window, which lasts about one interval, short.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench" / "operator_scale.py"
+
+
+def _figure(output: str, name: str) -> float:
+    """The value of ``name: value  (baseline: ..., ratio: ...)`` in the benchmark's output."""
+    found = re.findall(rf"^{re.escape(name)}: ([\d.]+)  \(baseline: ", output, flags=re.MULTILINE)
+    assert len(found) == 1, f"expected one {name!r} line in:\n{output}"
+    return float(found[0])
+
+
+def test_operator_scale_runs_on_10_models(tmp_path: Path) -> None:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--models",
+            "10",
+            "--resync-interval",
+            "10",
+            "--timeout",
+            "60",
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, f"stdout:\n{out}\nstderr:\n{proc.stderr}"
+    assert re.search(r"^ready: 10/10 ModelDeployments Ready after ", out, flags=re.MULTILINE), out
+    assert re.search(r"^PASS all 10 Ready <= 60 s", out, flags=re.MULTILINE) or re.search(
+        r"^FAIL all 10 Ready <= 60 s \(10/10 Ready", out, flags=re.MULTILINE
+    ), out
+    assert re.search(
+        r"^no-op resync: .* 10/10 ModelDeployments passed over", out, flags=re.MULTILINE
+    ), out
+    assert _figure(out, "no-op resync writes") == 0
+    assert re.search(r"^PASS no-op resync writes == 0", out, flags=re.MULTILINE), out
+    assert re.search(
+        r"^children: 10 Deployments, 10 Services, 20 CronJobs", out, flags=re.MULTILINE
+    ), out

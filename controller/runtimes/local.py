@@ -136,7 +136,10 @@ class LocalRuntime:
             elif server.config != config or not self._config_path(name).exists():
                 server.config = config
                 self._write_config(server)
-                server.signal(signal.SIGHUP)  # the server loads, then switches atomically
+                # The server also notices the file within a second; SIGHUP makes it immediate,
+                # but only once it is up (before its handler exists, SIGHUP would end it).
+                if _ready(f"http://{self.host}:{server.port}/health"):
+                    server.signal(signal.SIGHUP)
         self.supervise()
         return {name: self.status(name) for name in configs}
 
@@ -189,6 +192,7 @@ class LocalRuntime:
         env = {
             **os.environ,
             "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_REGISTRY_URI": self.tracking_uri,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         server.proc = subprocess.Popen(

@@ -1,0 +1,450 @@
+"""Model serving: ``mlgitops serve`` against MLflow's own ``mlflow models serve``, same model, same load.
+
+Both servers serve ``models:/bench.fraud.fraud_detector/2`` (a scikit-learn pipeline on the
+breast-cancer dataset, from ``controller.registry.examples.seed``) with the same number of
+workers, on loopback. A load generator in a second process (raw HTTP/1.1 keep-alive on asyncio,
+cheap enough not to be the bottleneck) sends the same bounded number of requests with the same
+fixed payload at a fixed concurrency. Rounds alternate between the servers, so drift in the
+machine's load hits both. Then the champion of ours is swapped back and forth (config file +
+SIGHUP) under the same load, and every response is checked: a 200, predictions equal to what
+MLflow computes for the version named in X-Model-Version.
+
+    .venv/bin/python bench/serving.py                       # 3 rounds x 2000 requests, 8 at a time
+    .venv/bin/python bench/serving.py --requests 500 --rounds 1 --swaps 2   # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+MODEL = "bench.fraud.fraud_detector"
+CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv"}
+PAYLOADS = ("dataframe_split", "dataframe_records", "inputs", "instances", "csv")
+
+
+# -- the load generator (runs in its own process) ------------------------------------------------
+
+
+async def _one_connection(
+    port: int,
+    request: bytes,
+    remaining: list[int],
+    latencies: list[float],
+    outcomes: dict[str, int],
+    seen: dict[str, int] | None,
+) -> None:
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    while remaining[0] > 0:
+        remaining[0] -= 1
+        started = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert reader is not None
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            headers = {}
+            for line in lines[1:]:
+                if line:
+                    name, _, value = line.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            latencies.append(time.perf_counter() - started)
+            outcomes[str(status)] = outcomes.get(str(status), 0) + 1
+            if seen is not None:
+                key = f"{headers.get('x-model-version', '?')}\n{body.decode()}"
+                seen[key] = seen.get(key, 0) + 1
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+                reader = writer = None
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+            outcomes[type(exc).__name__] = outcomes.get(type(exc).__name__, 0) + 1
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
+
+
+async def _load(
+    port: int, body: bytes, content_type: str, requests: int, concurrency: int, record: bool
+) -> dict[str, Any]:
+    request = (
+        b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        + content_type.encode()
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    remaining = [requests]
+    latencies: list[float] = []
+    outcomes: dict[str, int] = {}
+    seen: dict[str, int] | None = {} if record else None
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(
+            _one_connection(port, request, remaining, latencies, outcomes, seen)
+            for _ in range(concurrency)
+        )
+    )
+    return {
+        "wall": time.perf_counter() - started,
+        "latencies": latencies,
+        "outcomes": outcomes,
+        "seen": seen,
+    }
+
+
+def loadgen_main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--body-file", type=Path, required=True)
+    p.add_argument("--requests", type=int, required=True)
+    p.add_argument("--concurrency", type=int, required=True)
+    p.add_argument("--record", action="store_true")
+    a = p.parse_args(argv)
+    result = asyncio.run(
+        _load(
+            a.port,
+            a.body_file.read_bytes(),
+            CONTENT_TYPES[a.body_file.suffix],
+            a.requests,
+            a.concurrency,
+            a.record,
+        )
+    )
+    sys.stdout.write(json.dumps(result))
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(
+    port: int, proc: subprocess.Popen[bytes], what: str, started: float, timeout: float = 180
+) -> float:
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - started
+        except (OSError, urllib.error.HTTPError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{what} not ready after {timeout:.0f}s")
+
+
+def run_load(
+    port: int, body_file: Path, requests: int, concurrency: int, *, record: bool = False
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "_loadgen",
+        "--port",
+        str(port),
+        "--body-file",
+        str(body_file),
+        "--requests",
+        str(requests),
+        "--concurrency",
+        str(concurrency),
+    ]
+    if record:
+        cmd.append("--record")
+    done = subprocess.run(cmd, capture_output=True, check=True)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def line(name: str, value: float, base: float, unit: str) -> str:
+    ratio = value / base if base else float("nan")
+    return f"{name}: {value:.2f} {unit}  (mlflow: {base:.2f} {unit}, ratio: {ratio:.2f})"
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--requests", type=int, default=2000, help="requests per round per server")
+    p.add_argument("--concurrency", type=int, default=8, help="connections of the load generator")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per server")
+    p.add_argument("--rows", type=int, default=5, help="rows in the fixed payload")
+    p.add_argument("--payload", choices=PAYLOADS, default="dataframe_split", help="its format")
+    p.add_argument("--workers", type=int, default=1, help="worker processes of each server")
+    p.add_argument("--warmup", type=int, default=300, help="unmeasured requests per server")
+    p.add_argument("--swaps", type=int, default=6, help="champion swaps during the swap phase")
+    p.add_argument("--workdir", type=Path, help="keep the store and logs here (must be empty)")
+    args = p.parse_args()
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    tmp = None
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        if any(args.workdir.iterdir()):
+            raise SystemExit(f"--workdir {args.workdir}: must be empty")
+        work = args.workdir.resolve()
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="mlgitops-bench-serving-")
+        work = Path(tmp.name)
+
+    started = time.monotonic()
+    from controller.registry.examples import EXAMPLES, dataset, seed
+
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    seed(
+        tracking_uri=tracking,
+        artifact_dir=work / "artifacts",
+        catalogs=["bench"],
+        examples=[e for e in EXAMPLES if e.task == "classifier"],
+    )
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.pyfunc import scoring_server
+
+    mlflow.set_tracking_uri(tracking)
+    models = {v: mlflow.pyfunc.load_model(f"models:/{MODEL}/{v}") for v in ("2", "3")}
+    # A fixed payload on which versions 2 and 3 disagree, so a swap shows in every response.
+    x, _ = dataset("classifier")
+    differ = x[models["2"].predict(x) != models["3"].predict(x)]
+    first = differ.head(min(1, args.rows))
+    rest = x.drop(first.index).sample(n=args.rows - len(first), random_state=7)
+    rows = pd.concat([first, rest])
+    records = json.loads(rows.to_json(orient="records"))
+    if args.payload == "csv":
+        text = rows.to_csv(index=False)
+    elif args.payload == "dataframe_split":
+        text = json.dumps({args.payload: json.loads(rows.to_json(orient="split", index=False))})
+    elif args.payload == "inputs":
+        text = json.dumps({args.payload: {c: rows[c].tolist() for c in rows.columns}})
+    else:
+        text = json.dumps({args.payload: records})
+    body = text.encode()
+    body_file = work / ("payload.csv" if args.payload == "csv" else "payload.json")
+    body_file.write_bytes(body)
+    content_type = CONTENT_TYPES[body_file.suffix]
+    # What each version must answer, computed by MLflow's own scoring code.
+    expected = {
+        v: scoring_server.invocations(body, content_type, m, m.metadata.get_input_schema()).response
+        for v, m in models.items()
+    }
+    if expected["2"] == expected["3"]:
+        print("note: versions 2 and 3 predict the same on this payload")
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    config = work / "serving.json"
+    config.write_text(json.dumps({"champion": f"models:/{MODEL}/2"}))
+    ours_port, theirs_port = free_port(), free_port()
+    launched = time.monotonic()
+    with (work / "mlflow.log").open("wb") as mlflow_log, (work / "ours.log").open("wb") as ours_log:
+        theirs = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{MODEL}/2",
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(theirs_port),
+                "-w",
+                str(args.workers),
+            ],
+            env=env,
+            stdout=mlflow_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        ours = subprocess.Popen(
+            [
+                str(BIN / "mlgitops"),
+                "serve",
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ours_port),
+                "--workers",
+                str(args.workers),
+            ],
+            env=env,
+            stdout=ours_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            t_theirs = wait_ready(theirs_port, theirs, "mlflow models serve", launched)
+            t_ours = wait_ready(ours_port, ours, "mlgitops serve", launched)
+            print(
+                f"setup: {time.monotonic() - started:.1f}s (ready after launch, both started together: mlgitops "
+                f"{t_ours:.1f}s, mlflow {t_theirs:.1f}s); {os.cpu_count()} CPUs; "
+                f"{args.workers} worker(s) each; payload {args.payload}, {args.rows} rows x "
+                f"{len(rows.columns)} columns ({len(body)} bytes)"
+            )
+            return measure(args, work, body_file, expected, ours, ours_port, theirs_port, config)
+        finally:
+            stop(ours)
+            stop(theirs)
+            if tmp is not None:
+                tmp.cleanup()
+
+
+def measure(
+    args: argparse.Namespace,
+    work: Path,
+    body_file: Path,
+    expected: dict[str, str],
+    ours: subprocess.Popen[bytes],
+    ours_port: int,
+    theirs_port: int,
+    config: Path,
+) -> int:
+    ports = {"ours": ours_port, "mlflow": theirs_port}
+    for port in ports.values():
+        run_load(port, body_file, args.warmup, args.concurrency)
+    lat: dict[str, list[float]] = {"ours": [], "mlflow": []}
+    wall = {"ours": 0.0, "mlflow": 0.0}
+    failed = {"ours": 0, "mlflow": 0}
+    per_round: dict[str, list[float]] = {"ours": [], "mlflow": []}
+    for r in range(args.rounds):
+        order = ("ours", "mlflow") if r % 2 == 0 else ("mlflow", "ours")
+        for who in order:
+            res = run_load(ports[who], body_file, args.requests, args.concurrency)
+            lat[who].extend(res["latencies"])
+            wall[who] += res["wall"]
+            failed[who] += sum(n for k, n in res["outcomes"].items() if k != "200")
+            per_round[who].append(args.requests / res["wall"])
+    tput = {who: len(lat[who]) / wall[who] for who in lat}
+    p50 = {who: pct(lat[who], 0.50) * 1000 for who in lat}
+    p99 = {who: pct(lat[who], 0.99) * 1000 for who in lat}
+    print(
+        f"load: {args.rounds} round(s) x {args.requests} requests per server, "
+        f"concurrency {args.concurrency}, rounds alternate"
+    )
+    for who in ("ours", "mlflow"):
+        rounds = ", ".join(f"{v:.0f}" for v in per_round[who])
+        print(f"info: {who} throughput per round (req/s): {rounds}; failed requests {failed[who]}")
+    print(line("throughput", tput["ours"], tput["mlflow"], "req/s"))
+    print(line("p50 latency", p50["ours"], p50["mlflow"], "ms"))
+    print(line("p99 latency", p99["ours"], p99["mlflow"], "ms"))
+    print(
+        f"info: mean latency {statistics.fmean(lat['ours']) * 1000:.2f} ms "
+        f"(mlflow: {statistics.fmean(lat['mlflow']) * 1000:.2f} ms)"
+    )
+
+    # Champion swaps under the same load: 2 -> 3 -> 2 ... by config file + SIGHUP.
+    swap_requests = max(args.requests, 200 * (args.swaps + 1))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "_loadgen",
+            "--port",
+            str(ours_port),
+            "--body-file",
+            str(body_file),
+            "--requests",
+            str(swap_requests),
+            "--concurrency",
+            str(args.concurrency),
+            "--record",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    expected_wall = swap_requests / tput["ours"]
+    interval = expected_wall / (args.swaps + 1)
+    swapped = 0
+    for i in range(args.swaps):
+        time.sleep(interval)
+        if proc.poll() is not None:
+            break
+        version = "3" if i % 2 == 0 else "2"
+        tmp = config.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"champion": f"models:/{MODEL}/{version}"}))
+        tmp.replace(config)
+        os.kill(ours.pid, signal.SIGHUP)
+        swapped += 1
+    out, _ = proc.communicate(timeout=600)
+    res = json.loads(out)
+    outcomes = res["outcomes"]
+    swap_failed = sum(n for k, n in outcomes.items() if k != "200")
+    by_version: dict[str, int] = {}
+    mismatched = 0
+    for key, n in res["seen"].items():
+        version, _, got = key.partition("\n")
+        by_version[version] = by_version.get(version, 0) + n
+        if expected.get(version) != got:
+            mismatched += n
+    served = ", ".join(f"v{v}: {n}" for v, n in sorted(by_version.items()))
+    print(
+        f"swap: {swapped} champion swaps (config file + SIGHUP) during {swap_requests} requests "
+        f"at concurrency {args.concurrency}; answered by {served}; p99 "
+        f"{pct(res['latencies'], 0.99) * 1000:.2f} ms"
+    )
+    print(f"swap failed requests: {swap_failed}  (target: 0; outcomes {outcomes})")
+    print(f"swap responses not exactly the named version's predictions: {mismatched}  (target: 0)")
+
+    checks = [
+        ("throughput ratio >= 1.0", tput["ours"] / tput["mlflow"] >= 1.0),
+        ("p99 ratio <= 1.1", p99["ours"] / p99["mlflow"] <= 1.1),
+        ("swap failures == 0", swap_failed == 0 and mismatched == 0 and swapped > 0),
+    ]
+    for name, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'} {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_loadgen":
+        loadgen_main(sys.argv[2:])
+    else:
+        sys.path.insert(0, str(ROOT))
+        raise SystemExit(main())

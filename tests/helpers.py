@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,41 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "Test Author",
     "GIT_COMMITTER_EMAIL": "author@example.com",
 }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# What a poll may meet while the thing it waits for is not there yet.
+_NOT_YET = (
+    OSError,
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    StopIteration,
+    subprocess.CalledProcessError,
+)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except _NOT_YET as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -12,34 +12,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controller.registry.examples import dataset
-from tests.helpers import ConfigRepo
+from tests.helpers import ConfigRepo, wait_for
 
 EXE = Path(sys.executable).with_name("mlgitops")
 FRAUD_FILE = "environments/prod/fraud-detector.yaml"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (OSError, KeyError, ValueError, TypeError, StopIteration) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def status(state: Path, env: str = "prod") -> dict[str, Any]:

@@ -12,46 +12,24 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.helpers import PROJECT, ConfigRepo, RegistryView
+from tests.helpers import PROJECT, ConfigRepo, RegistryView, free_port, wait_for
 from tests.k8s.fixtures import Cluster, start_emulator
 
 NS = os.environ.get("MLGITOPS_TEST_NAMESPACE", "ml-prod")
 FRAUD = "prod.fraud.fraud_detector"
 CHURN = "prod.customers.churn_predictor"
 EXE = Path(sys.executable).with_name("mlgitops")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (subprocess.CalledProcessError, KeyError, IndexError, TypeError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 class Operator:

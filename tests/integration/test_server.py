@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Ran
-from tests.helpers import ConfigRepo, RegistryView
+from tests.helpers import ConfigRepo, RegistryView, free_port
 
 pytestmark = pytest.mark.server
 FRAUD = "prod.fraud.fraud_detector"
 ENV_FILE = "environments/prod/environment.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MlflowServer:

@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.serving.config import routing_bucket
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.server
 
@@ -37,12 +37,6 @@ FRAUD = "prod.fraud.fraud_detector"
 CHURN = "prod.customers.churn_predictor"
 BIN = Path(sys.executable).parent
 JSON_CT = {"Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -92,6 +92,14 @@ CASES = [
         problem="spec.challenger.version: version 3 of prod.fraud.detector failed validation",
     ),
     Case(
+        "a version marked FAILED after it was aliased stalls the revision",
+        "1",
+        "3",
+        {"champion": "1", "challenger": "3"},
+        failed=frozenset({(M, "3")}),
+        problem="spec.challenger.version: version 3 of prod.fraud.detector failed validation",
+    ),
+    Case(
         "a version already aliased needs no lookup",
         "2",
         None,

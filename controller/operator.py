@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import importlib
 import logging
 import os
 import random
@@ -121,6 +122,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 270
     settings.networking.request_timeout = 60
     RUNTIME.cluster = KubeCluster(pool_size=(settings.execution.max_workers or 16) + 4)
+    # Import MLflow (seconds) before reporting healthy, not in the first handler, which would
+    # hold every other handler up behind the registry lock.
+    await asyncio.to_thread(importlib.import_module, "controller.registry")
     await _start_http()
     if CONFIG.repo:
         threading.Thread(target=_git_loop, name="mlgitops-git", daemon=True).start()

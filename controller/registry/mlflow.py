@@ -49,6 +49,21 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 
+def resolve_model_uri(uri: str) -> tuple[str, str, str]:
+    """``models:/name@alias`` or ``models:/name/version`` -> (``models:/name/version``, name, version).
+
+    Against $MLFLOW_TRACKING_URI / $MLFLOW_REGISTRY_URI, as the model server runs; a logged-model
+    URI (``models:/<id>``) is returned unchanged.
+    """
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    resolved = get_model_name_and_version(MlflowClient(), uri)  # type: ignore[no-untyped-call]
+    if len(resolved) != 2:
+        return uri, uri, uri
+    name, version = str(resolved[0]), str(resolved[1])
+    return f"models:/{name}/{version}", name, version
+
+
 def embedded_tracking_uri(state_dir: Path) -> str:
     """The SQLite store an Environment without ``registry.trackingUri`` uses."""
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -46,14 +46,9 @@ def resolve(uri: str) -> tuple[str, str, str]:
     """``(resolved_uri, name, version)``; ``name`` and ``version`` are the URI off the registry."""
     if not uri.startswith("models:/"):
         return uri, uri, uri
-    from mlflow import MlflowClient
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
+    from controller.registry import resolve_model_uri  # the registry adapter owns the client
 
-    resolved = get_model_name_and_version(MlflowClient(), uri)  # type: ignore[no-untyped-call]
-    if len(resolved) != 2:  # models:/<model id>: a logged model, not a registered version
-        return uri, uri, uri
-    name, version = str(resolved[0]), str(resolved[1])
-    return f"models:/{name}/{version}", name, version
+    return resolve_model_uri(uri)
 
 
 def load(

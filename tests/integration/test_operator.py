@@ -135,6 +135,12 @@ def assert_quiet(cluster: Cluster, *, seconds: float) -> None:
     assert versions() == before
 
 
+def merge_patch(cluster: Cluster, kind: str, name: str, body: str, *, status: bool = False) -> None:
+    """``kubectl patch --type=merge`` in the test namespace (``status``: the /status subresource)."""
+    args = ["patch", kind, name, "-n", NS, "--type=merge", "-p", body]
+    cluster.kubectl(*args, *(["--subresource=status"] if status else []))
+
+
 def get(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
     done = cluster.kubectl("get", kind, name, "-n", NS, "-o", "json", check=False)
     return json.loads(done.stdout) if done.returncode == 0 else None
@@ -239,16 +245,12 @@ def test_modeldeployment_lifecycle(
             "updatedReplicas": 2,
             "availableReplicas": 2,
         }
-        cluster.kubectl(
-            "patch",
+        merge_patch(
+            cluster,
             "deployment",
             "fraud-detector-serving",
-            "-n",
-            NS,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
             json.dumps({"status": rolled}),
+            status=True,
         )
         md = wait_for(
             "rolled out",
@@ -274,30 +276,17 @@ def test_modeldeployment_lifecycle(
     wait_for(
         "serving Deployment restored", lambda: get(cluster, "deployment", "fraud-detector-serving")
     )
-    cluster.kubectl(
-        "patch",
-        "cronjob",
-        "fraud-detector-batch",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        '{"spec": {"schedule": "* * * * *"}}',
-    )
+    merge_patch(cluster, "cronjob", "fraud-detector-batch", '{"spec": {"schedule": "* * * * *"}}')
     wait_for(
         "CronJob schedule restored",
         lambda: get(cluster, "cronjob", "fraud-detector-batch")["spec"]["schedule"] == "0 11 * * *",
     )
 
     # A promotion by spec change moves the alias, rolls the template, and posts an Event.
-    cluster.kubectl(
-        "patch",
+    merge_patch(
+        cluster,
         "modeldeployment",
         "fraud-detector",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
         json.dumps(
             {
                 "spec": {
@@ -332,15 +321,8 @@ def test_modeldeployment_lifecycle(
 
     # An invalid spec: Stalled, the field named, no child and no alias changed.
     before = get(cluster, "deployment", "fraud-detector-serving")
-    cluster.kubectl(
-        "patch",
-        "modeldeployment",
-        "fraud-detector",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        '{"spec": {"champion": {"version": "9"}}}',
+    merge_patch(
+        cluster, "modeldeployment", "fraud-detector", '{"spec": {"champion": {"version": "9"}}}'
     )
     stalled = wait_for(
         "Stalled", lambda: condition(get(cluster, "modeldeployment", "fraud-detector"), "Stalled")
@@ -498,15 +480,8 @@ def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
         assert f'revision="{fixed}"' in op.get("/metrics")[1]
 
         # Git wins over a hand edit.
-        cluster.kubectl(
-            "patch",
-            "modeldeployment",
-            "fraud-detector",
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            '{"spec": {"serving": {"replicas": 5}}}',
+        merge_patch(
+            cluster, "modeldeployment", "fraud-detector", '{"spec": {"serving": {"replicas": 5}}}'
         )
         webhook()
         wait_for(

@@ -552,8 +552,17 @@ def wait_quiet(emulator: Any, operator: Operator, *, after: int, cap: float) -> 
 
 
 def run(
-    workdir: Path, *, models: int, workers: int, timeout: float, resync: float, ready_by: str
+    workdir: Path,
+    *,
+    models: int,
+    workers: int,
+    timeout: float,
+    resync: float,
+    ready_by: str,
+    registry: str,
+    server_workers: int,
 ) -> bool:
+    from tests.helpers import MlflowServer, free_port
     from tests.k8s.fixtures import start_emulator
 
     outcome = Outcome()
@@ -564,8 +573,22 @@ def run(
     make_registry(tracking_uri, models=models)
     reg_s = time.perf_counter() - start
     say(f"setup: MLflow registry with {models} models x 2 versions in {reg_s:.2f} s")
-
-    with start_emulator(directory=workdir) as k8s:
+    server: MlflowServer | None = None
+    with contextlib.ExitStack() as stack:
+        if registry == "server":
+            start = time.perf_counter()
+            server = MlflowServer(db, workdir / "artifacts", free_port(), workers=server_workers)
+            stack.callback(server.stop)
+            server.start()
+            tracking_uri = server.url
+            say(
+                f"setup: mlflow server ({server_workers} worker(s)) on that SQLite store at "
+                f"{server.url} in {time.perf_counter() - start:.2f} s; the operator speaks "
+                "REST to it"
+            )
+        else:
+            say("setup: the operator opens the SQLite store itself (MlflowClient: imports mlflow)")
+        k8s = stack.enter_context(start_emulator(directory=workdir))
         start = time.perf_counter()
         for crd in sorted((ROOT / "manifests/crds").glob("mlgitops.io_*.yaml")):
             k8s.emulator.add_crd(yaml.safe_load(crd.read_text()))
@@ -593,6 +616,7 @@ def run(
                 k8s,
                 operator,
                 sampler,
+                server_pid=server.proc.pid if server is not None and server.proc else None,
                 models=models,
                 workers=workers,
                 timeout=timeout,
@@ -612,6 +636,7 @@ def _measure(
     operator: Operator,
     sampler: Sampler,
     *,
+    server_pid: int | None,
     models: int,
     workers: int,
     timeout: float,
@@ -643,6 +668,7 @@ def _measure(
         watch.start()
     before_create = last_id(emulator)
     cpu_op0, cpu_me0 = cpu_seconds(group_members(operator.proc.pid)), time.process_time()
+    cpu_srv0 = cpu_seconds(group_members(server_pid)) if server_pid else 0.0
     t0 = time.monotonic()
     statuses = asyncio.run(_post_all(url, bodies))
     posted_s = time.monotonic() - t0
@@ -672,6 +698,7 @@ def _measure(
     waited_s = time.monotonic() - t0
     cpu_op = cpu_seconds(group_members(operator.proc.pid)) - cpu_op0
     cpu_me = time.process_time() - cpu_me0
+    cpu_srv = cpu_seconds(group_members(server_pid)) - cpu_srv0 if server_pid else 0.0
     ready = len(ready_at)
     outcome.all_ready = ready >= models
     times = sorted(t - t0 for t in ready_at.values())
@@ -697,7 +724,8 @@ def _measure(
     say(
         f"info: CPU over those {waited_s:.1f} s: operator {cpu_op:.1f} s "
         f"({cpu_op / waited_s:.0%} of one core), this process (emulator + bench) {cpu_me:.1f} s "
-        f"({cpu_me / waited_s:.0%}); the machine has {os.cpu_count()} cores"
+        f"({cpu_me / waited_s:.0%}), mlflow server {cpu_srv:.1f} s ({cpu_srv / waited_s:.0%}); "
+        f"the machine has {os.cpu_count()} cores"
     )
     code, text = operator.get("/metrics")
     if code == 200 and (passes := _metric(text, "mlgitops_reconcile_duration_seconds_count")):
@@ -892,6 +920,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "which costs the emulator a copy of every object per poll",
     )
     parser.add_argument(
+        "--registry",
+        choices=("server", "sqlite"),
+        default="server",
+        help="server (default): a real `mlflow server` on the SQLite store, as in a cluster, "
+        "reached over MLflow's REST API; sqlite: the operator opens the store itself",
+    )
+    parser.add_argument(
+        "--server-workers", type=int, default=2, help="the mlflow server's --workers (2)"
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -904,7 +942,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with _workdir(args.workdir, parser) as workdir:
         say(
             f"operator_scale: {args.models} models, {args.workers} workers, resync "
-            f"{args.resync_interval:g} s, timeout {args.timeout:g} s, workdir {workdir}"
+            f"{args.resync_interval:g} s, timeout {args.timeout:g} s, registry {args.registry}, "
+            f"workdir {workdir}"
         )
         try:
             ok = run(
@@ -914,6 +953,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
                 resync=args.resync_interval,
                 ready_by=args.ready_by,
+                registry=args.registry,
+                server_workers=args.server_workers,
             )
         except (RunBroke, AssertionError) as exc:
             print(f"ERROR {exc}", file=sys.stderr, flush=True)

@@ -7,11 +7,14 @@ assertions are about the registry's resulting state.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -157,3 +160,52 @@ class RegistryView:
                 "versions": {str(v.version): dict(v.tags) for v in versions},
             }
         return out
+
+
+class MlflowServer:
+    """A real ``mlflow server`` process on a SQLite store (DESIGN.md section 6 settings)."""
+
+    def __init__(self, db: Path, artifacts: Path, port: int, *, workers: int = 1) -> None:
+        self.db, self.artifacts, self.port, self.workers = db, artifacts, port, workers
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        mlflow = Path(sys.executable).with_name("mlflow")
+        self.proc = subprocess.Popen(
+            [
+                str(mlflow),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.db}",
+                "--artifacts-destination",
+                str(self.artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+            assert self.proc.poll() is None, "mlflow server exited"
+        raise AssertionError("mlflow server did not become healthy in 60 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            self.proc.wait(timeout=30)
+        self.proc = None

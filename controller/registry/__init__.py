@@ -1,4 +1,8 @@
-"""The MLflow model registry: the only package that imports MLflow's client."""
+"""The MLflow model registry: the only package that talks to MLflow's registry.
+
+``MlflowRegistry`` picks its transport by URI: the REST API for a tracking server (no ``import
+mlflow``), ``MlflowClient`` for a local store. Importing this package never imports mlflow.
+"""
 
 from controller.registry.mlflow import (
     MlflowRegistry,

@@ -8,70 +8,21 @@ unreachable registry gives exit 2 with the cause, changes nothing, and that a re
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Ran
-from tests.helpers import ConfigRepo, RegistryView, free_port
+from tests.helpers import ConfigRepo, MlflowServer, RegistryView, free_port
 
 pytestmark = pytest.mark.server
 FRAUD = "prod.fraud.fraud_detector"
 ENV_FILE = "environments/prod/environment.yaml"
-
-
-class MlflowServer:
-    def __init__(self, db: Path, artifacts: Path, port: int) -> None:
-        self.db, self.artifacts, self.port = db, artifacts, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        mlflow = Path(sys.executable).with_name("mlflow")
-        self.proc = subprocess.Popen(
-            [
-                str(mlflow),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{self.db}",
-                "--artifacts-destination",
-                str(self.artifacts),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                "1",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-            assert self.proc.poll() is None, "mlflow server exited"
-        raise AssertionError("mlflow server did not become healthy in 60 s")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            self.proc.wait(timeout=30)
-        self.proc = None
 
 
 @pytest.fixture

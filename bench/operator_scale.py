@@ -561,6 +561,7 @@ def run(
     ready_by: str,
     registry: str,
     server_workers: int,
+    server_app: str,
 ) -> bool:
     from tests.helpers import MlflowServer, free_port
     from tests.k8s.fixtures import start_emulator
@@ -577,12 +578,20 @@ def run(
     with contextlib.ExitStack() as stack:
         if registry == "server":
             start = time.perf_counter()
-            server = MlflowServer(db, workdir / "artifacts", free_port(), workers=server_workers)
+            server = MlflowServer(
+                db,
+                workdir / "artifacts",
+                free_port(),
+                workers=server_workers,
+                # gunicorn (Flask alone) costs half the server CPU per request of the default
+                # uvicorn app on these machines (~5 vs ~10 ms, bench/README.md).
+                args=["--gunicorn-opts", "--log-level warning"] if server_app == "gunicorn" else [],
+            )
             stack.callback(server.stop)
             server.start()
             tracking_uri = server.url
             say(
-                f"setup: mlflow server ({server_workers} worker(s)) on that SQLite store at "
+                f"setup: mlflow server ({server_app}, {server_workers} worker(s)) on that SQLite store at "
                 f"{server.url} in {time.perf_counter() - start:.2f} s; the operator speaks "
                 "REST to it"
             )
@@ -930,6 +939,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--server-workers", type=int, default=2, help="the mlflow server's --workers (2)"
     )
     parser.add_argument(
+        "--server-app",
+        choices=("gunicorn", "uvicorn"),
+        default="gunicorn",
+        help="how the mlflow server runs: gunicorn (default; --gunicorn-opts, MLflow 2's default) "
+        "or uvicorn (MLflow 3's default, about twice the CPU per request here)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -955,6 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ready_by=args.ready_by,
                 registry=args.registry,
                 server_workers=args.server_workers,
+                server_app=args.server_app,
             )
         except (RunBroke, AssertionError) as exc:
             print(f"ERROR {exc}", file=sys.stderr, flush=True)

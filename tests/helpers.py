@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +165,11 @@ class RegistryView:
 class MlflowServer:
     """A real ``mlflow server`` process on a SQLite store (DESIGN.md section 6 settings)."""
 
-    def __init__(self, db: Path, artifacts: Path, port: int, *, workers: int = 1) -> None:
+    def __init__(
+        self, db: Path, artifacts: Path, port: int, *, workers: int = 1, args: Sequence[str] = ()
+    ) -> None:
         self.db, self.artifacts, self.port, self.workers = db, artifacts, port, workers
+        self.args = list(args)  # more `mlflow server` options, e.g. --gunicorn-opts
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -187,6 +190,7 @@ class MlflowServer:
                 str(self.port),
                 "--workers",
                 str(self.workers),
+                *self.args,
             ],
             env=env,
             stdout=subprocess.DEVNULL,

@@ -77,6 +77,19 @@ class RegistryStats:
     by_call: dict[str, int] = field(default_factory=dict)
 
 
+def _info(mv: VersionRecord) -> VersionInfo:
+    return VersionInfo(
+        version=mv.version,
+        validation_status=mv.tags.get(VALIDATION_TAG),
+        run_id=mv.run_id,
+        code_commit=next((mv.tags[t] for t in CODE_COMMIT_TAGS if t in mv.tags), None),
+    )
+
+
+def _failed(mv: VersionRecord) -> bool:
+    return mv.tags.get(VALIDATION_TAG) == "FAILED"
+
+
 def _like_prefix(catalog: str) -> str:
     escaped = catalog.replace("'", "''")
     return f"name LIKE '{escaped}.%'"
@@ -144,14 +157,7 @@ class MlflowRegistry:
 
     def version(self, *, model: str, version: str) -> VersionInfo | None:
         mv = self._call("get_model_version", lambda: self._t.get_version(model, version))
-        if mv is None:
-            return None
-        return VersionInfo(
-            version=mv.version,
-            validation_status=mv.tags.get(VALIDATION_TAG),
-            run_id=mv.run_id,
-            code_commit=next((mv.tags[t] for t in CODE_COMMIT_TAGS if t in mv.tags), None),
-        )
+        return None if mv is None else _info(mv)
 
     def observe(
         self, *, catalog: str, inspect: Callable[[dict[str, dict[str, str]]], set[tuple[str, str]]]
@@ -177,21 +183,24 @@ class MlflowRegistry:
     def observe_model(self, *, model: str, pins: set[str]) -> Observed:
         """One model: its aliases, its FAILED versions, and pinned versions no alias points at.
 
-        For the operator, which reconciles one ModelDeployment at a time: O(1) requests per
-        object instead of a catalog-wide search per object.
+        For the operator, which reconciles one ModelDeployment at a time: two reads per object,
+        whatever the pins. When every pin is already an alias (the steady state) the second read
+        is a search for FAILED versions, which is usually empty; when a pin is not (an alias is
+        about to move) it is one search of every version of the model, which answers the FAILED
+        question and describes the pinned versions at once, instead of one read per pin.
         """
         registered = self._call("get_registered_model", lambda: self._t.get_model(model))
         if registered is None:
             return Observed(models={})
         aliases = dict(registered.aliases)
+        wanted = pins - set(aliases.values())
         name = model.replace("'", "''")
-        query = f"name = '{name}' AND tags.{VALIDATION_TAG} = 'FAILED'"
-        failed = frozenset((v.name, v.version) for v in self._versions(query))
-        versions: dict[str, VersionInfo] = {}
-        for version in sorted(pins - set(aliases.values())):
-            info = self.version(model=model, version=version)
-            if info is not None:
-                versions[version] = info
+        query = f"name = '{name}'"
+        if not wanted:
+            query += f" AND tags.{VALIDATION_TAG} = 'FAILED'"
+        found = list(self._versions(query))
+        failed = frozenset((v.name, v.version) for v in found if _failed(v))
+        versions = {v.version: _info(v) for v in found if v.version in wanted}
         return Observed(
             models={model: ObservedModel(name=model, aliases=aliases, versions=versions)},
             failed=failed,

@@ -84,6 +84,11 @@ def test_same_observations(server: MlflowServer) -> None:
     assert rest.version(model=FRAUD, version="3") == client.version(model=FRAUD, version="3")
     assert rest.version(model=FRAUD, version="3").code_commit == "abc1234"  # type: ignore[union-attr]
 
+    for pins in (set(), {"2", "3"}, {"1", "2", "3", "4"}):  # two reads, however many pins
+        fresh, _ = both(server.url)
+        fresh.observe_model(model=FRAUD, pins=pins)
+        assert fresh.stats.reads == 2, (pins, fresh.stats.by_call)
+
     def wanted(aliases: dict[str, dict[str, str]]) -> set[tuple[str, str]]:
         return {(name, "1") for name in aliases}
 

@@ -81,6 +81,16 @@ CONFLICT = (
 IMMUTABLE = ("name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion")
 
 
+# The API server's names.SimpleNameGenerator: 5 characters from k8s.io/apimachinery's
+# util/rand alphabet (no vowels, no confusable digits): 27**5 = 14.3M names, so a thousand
+# kopf Events rarely collide, as on a real cluster (16**5 hex names collided once per run).
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def _random_suffix() -> str:
+    return "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+
+
 class Call(NamedTuple):
     """One request as the server saw it; ``name`` is the object's (from the body for a POST)."""
 
@@ -411,7 +421,7 @@ class KubeApiEmulator(KubernetesEmulator):
     def _create(self, res: resource, ns: str | None, obj: Obj) -> Obj:
         info, meta = self.resources[res], obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
+            meta["name"] = meta["generateName"] + _random_suffix()
         if not (name := meta.get("name")):
             raise _error(422, "Invalid", "metadata.name: Required value", (res, ns, ""))
         if self._current(key := (res, ns, name)) is not None:

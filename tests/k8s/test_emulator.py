@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import threading
 import time
@@ -119,6 +120,15 @@ async def test_create_stamps_metadata(api: Api) -> None:
     assert first["metadata"]["creationTimestamp"].endswith("Z")
     assert rv(second) > rv(first)
     assert await api.ok("GET", f"{WIDGETS}/w") == second
+
+
+async def test_generate_name_as_the_api_server_does(api: Api) -> None:
+    made = [
+        await api.ok("POST", CONFIGMAPS, {"metadata": {"generateName": "ev-"}}) for _ in range(20)
+    ]
+    names = {m["metadata"]["name"] for m in made}
+    assert len(names) == 20
+    assert all(re.fullmatch(r"ev-[bcdfghjklmnpqrstvwxz2456789]{5}", n) for n in names)
 
 
 async def test_generation_counts_only_changes_outside_metadata_and_status(api: Api) -> None:

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import importlib
 import logging
+import math
 import os
 import random
 import threading
@@ -78,6 +79,7 @@ class _Runtime:
         self.cluster: KubeCluster | None = None
         self.registries: dict[str, ModelRegistry] = {}
         self.object_locks: dict[str, threading.Lock] = {}
+        self.last_pass: dict[str, float] = {}  # uid -> time.monotonic() a pass last ended
         self.lock = threading.Lock()
         self.sync_now = threading.Event()
         self.stop = threading.Event()
@@ -169,8 +171,12 @@ def _environment(index: kopf.Index[str, Any], namespace: str) -> Environment | N
 def _reconcile(body: kopf.Body, environments: kopf.Index[str, Any]) -> None:
     # kopf may run the timer and a change handler of one object at once; passes of one object
     # must not interleave (two would both move an alias and record it twice).
-    with RUNTIME.object_lock(body.get("metadata", {}).get("uid", "")):
-        _reconcile_locked(body, environments)
+    uid = body.get("metadata", {}).get("uid", "")
+    with RUNTIME.object_lock(uid):
+        try:
+            _reconcile_locked(body, environments)
+        finally:
+            RUNTIME.last_pass[uid] = time.monotonic()
 
 
 def _reconcile_locked(body: kopf.Body, environments: kopf.Index[str, Any]) -> None:
@@ -238,7 +244,17 @@ def _jitter(**_: Any) -> float:
 
 @kopf.timer(*MD, interval=CONFIG.resync_seconds, initial_delay=_jitter, sharp=False)
 def resync(*, body: kopf.Body, **kwargs: Any) -> None:
-    """The periodic level-based pass: restores children deleted or edited by hand."""
+    """The periodic level-based pass: restores children deleted or edited by hand.
+
+    Skipped when a pass of this object (a change, or the create) ended less than half an
+    interval ago: that pass saw the world as recently, so a pass is never more than 1.5
+    intervals old, and the timer does not repeat the create pass of 1,000 new objects.
+    """
+    since = time.monotonic() - RUNTIME.last_pass.get(
+        body.get("metadata", {}).get("uid", ""), -math.inf
+    )
+    if since < CONFIG.resync_seconds / 2:
+        return
     _reconcile(body, kwargs["environments"])
 
 
@@ -257,6 +273,7 @@ def on_delete(*, body: kopf.Body, **_: Any) -> None:
         metrics.READY.remove(obj.namespace, obj.name)
     with RUNTIME.lock:
         RUNTIME.object_locks.pop(obj.uid, None)
+        RUNTIME.last_pass.pop(obj.uid, None)
 
 
 # --- Git sync ------------------------------------------------------------------------------------

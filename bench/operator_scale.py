@@ -936,7 +936,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reached over MLflow's REST API; sqlite: the operator opens the store itself",
     )
     parser.add_argument(
-        "--server-workers", type=int, default=2, help="the mlflow server's --workers (2)"
+        "--server-workers",
+        type=int,
+        default=1,
+        help="the mlflow server's --workers (1: on SQLite, a second worker contends for its lock)",
     )
     parser.add_argument(
         "--server-app",

@@ -74,7 +74,7 @@ class Api:
         ctype: str = "application/json",
         **params: str,
     ) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body)
+        data = body if body is None or isinstance(body, str) else json.dumps(body)
         headers = {"Content-Type": ctype} if body is not None else {}
         async with self.session.request(
             method, path, data=data, headers=headers, params=params
@@ -314,6 +314,12 @@ async def test_server_side_apply_creates_then_merges(api: Api) -> None:
     )
     assert merged["spec"] == {"size": 1, "color": "red", "tags": ["b"]}  # lists are replaced
     assert merged["metadata"]["generation"] == 2
+    as_yaml = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec:\n  size: 3\n"
+    status, reapplied = await api("PATCH", f"{WIDGETS}/w", as_yaml, ctype=APPLY, fieldManager="t")
+    assert status == 200, reapplied
+    assert reapplied["spec"] == {"size": 3, "color": "red", "tags": ["b"]}  # YAML, not only JSON
+    status, broken = await api("PATCH", f"{WIDGETS}/w", "spec: [", ctype=APPLY, fieldManager="t")
+    assert (status, broken["reason"]) == (400, "BadRequest")
 
 
 async def test_namespaces_are_cluster_scoped(api: Api) -> None:

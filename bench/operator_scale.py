@@ -49,7 +49,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -71,6 +70,7 @@ import yaml
 
 from controller.planning import VALIDATION_TAG
 from controller.planning.children import child_name
+from tests.helpers import MlflowServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "ml-bench"
@@ -192,12 +192,6 @@ def deployment(i: int) -> dict[str, Any]:
 
 
 # --- the operator process -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -570,7 +564,6 @@ def run(
     server_workers: int,
     server_app: str,
 ) -> bool:
-    from tests.helpers import MlflowServer, free_port
     from tests.k8s.fixtures import start_emulator
 
     outcome = Outcome()

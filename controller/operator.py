@@ -187,6 +187,10 @@ def _reconcile_locked(body: kopf.Body, environments: kopf.Index[str, Any]) -> No
     fresh = RUNTIME.cluster.get(API_VERSION, "ModelDeployment", meta.get("namespace"), meta["name"])
     if fresh is None or fresh.get("metadata", {}).get("uid") != meta.get("uid"):
         return  # deleted (or replaced) meanwhile; the delete handler or the new object's pass acts
+    if fresh.get("metadata", {}).get("deletionTimestamp"):
+        # Being deleted: the delete handler removes the children; a pass now would put them
+        # back, and its status write would race kopf's removal of the finalizer.
+        return
     obj = ObjectView.from_body(fresh)
     started = time.perf_counter()
     result = reconcile_deployment(
@@ -247,8 +251,8 @@ def resync(*, body: kopf.Body, **kwargs: Any) -> None:
     """The periodic level-based pass: restores children deleted or edited by hand.
 
     Skipped when a pass of this object (a change, or the create) ended less than half an
-    interval ago: that pass saw the world as recently, so a pass is never more than 1.5
-    intervals old, and the timer does not repeat the create pass of 1,000 new objects.
+    interval ago: that pass saw the world as recently, so the last pass is never more than 1.5
+    intervals old, and a timer that fires just after a create or update pass does not repeat it.
     """
     since = time.monotonic() - RUNTIME.last_pass.get(
         body.get("metadata", {}).get("uid", ""), -math.inf
@@ -267,8 +271,12 @@ def on_delete(*, body: kopf.Body, **_: Any) -> None:
     """
     assert RUNTIME.cluster is not None
     obj = ObjectView.from_body(body)
-    for entry in (obj.status or {}).get("inventory", []):
-        RUNTIME.cluster.delete(entry["apiVersion"], entry["kind"], obj.namespace, entry["name"])
+    with RUNTIME.object_lock(obj.uid):  # after a pass in flight, which may have applied children
+        fresh = RUNTIME.cluster.get(API_VERSION, "ModelDeployment", obj.namespace, obj.name)
+        if fresh is not None and fresh.get("metadata", {}).get("uid") == obj.uid:
+            obj = ObjectView.from_body(fresh)  # its inventory includes that pass's children
+        for entry in (obj.status or {}).get("inventory", []):
+            RUNTIME.cluster.delete(entry["apiVersion"], entry["kind"], obj.namespace, entry["name"])
     with contextlib.suppress(KeyError):
         metrics.READY.remove(obj.namespace, obj.name)
     with RUNTIME.lock:

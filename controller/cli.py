@@ -501,7 +501,11 @@ def operator(
     ] = 30.0,
     resync_interval: Annotated[
         float,
-        typer.Option("--resync-interval", help="Seconds between periodic passes per object."),
+        typer.Option(
+            "--resync-interval",
+            help="Seconds between periodic passes per object (a pass that ran less than half "
+            "an interval ago, on a create or an update, stands in for one).",
+        ),
     ] = 300.0,
     http_port: Annotated[
         int, typer.Option("--http-port", help="Port of /metrics, /healthz, /readyz, /webhook.")

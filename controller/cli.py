@@ -519,6 +519,15 @@ def operator(
         ),
     ] = "ghcr.io/mlgitops/mlgitops:0.1.0",
     state_dir: StateOpt = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log kopf's debug lines too: every watch event, patch and handler outcome.",
+            envvar="MLGITOPS_VERBOSE",
+        ),
+    ] = False,
 ) -> None:
     """Run the Kubernetes operator (kopf) for one environment until SIGINT or SIGTERM.
 
@@ -560,7 +569,11 @@ def operator(
         f"mlgitops operator: environment {env}, namespace "
         f"{'(all)' if all_namespaces else namespace}, repo {repo or '(none: kubectl apply)'}"
     )
-    run(namespaces=[] if all_namespaces else [namespace or ""], clusterwide=all_namespaces)
+    run(
+        namespaces=[] if all_namespaces else [namespace or ""],
+        clusterwide=all_namespaces,
+        verbose=verbose,
+    )
 
 
 @app.command()

@@ -122,6 +122,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = int(os.environ.get("MLGITOPS_WORKERS", "16"))
     settings.watching.server_timeout = 270
     settings.networking.request_timeout = 60
+    # A deletion that lands while a resync pass runs must wait for that pass (a thread kopf
+    # cannot cancel) before the finalizer goes. kopf re-checks such a timer every 60 s by
+    # default, so the object would linger a minute; a pass takes well under a second.
+    settings.background.cancellation_polling = 1.0
     RUNTIME.cluster = KubeCluster(pool_size=(settings.execution.max_workers or 16) + 4)
     await _start_http()
     if CONFIG.repo:
@@ -376,9 +380,9 @@ async def _start_http() -> None:
     log.info("metrics, health and webhook on %s:%d", host, CONFIG.http_port)
 
 
-def run(*, namespaces: list[str] | None, clusterwide: bool) -> None:
+def run(*, namespaces: list[str] | None, clusterwide: bool, verbose: bool = False) -> None:
     """Run the operator until SIGINT/SIGTERM (kopf handles the signals)."""
-    kopf.configure(verbose=False)  # kopf's log format on stderr, as `kopf run` sets it up
+    kopf.configure(verbose=verbose)  # kopf's log format on stderr, as `kopf run` sets it up
     asyncio.run(
         kopf.operator(
             standalone=True,

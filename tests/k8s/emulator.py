@@ -9,7 +9,9 @@ the ``/status`` subresource; label and field selectors; watches from a resourceV
 ``timeoutSeconds``; finalizers; namespaces; discovery; CRDs registered at runtime; server-side
 printing (Tables with ``additionalPrinterColumns``). Writes that change nothing get no new
 resourceVersion and no watch event, as on a real server. Reactions added with kmock's DSL
-(``emulator["get /api/v1/..."] << 503``) still win over the emulation, to inject faults.
+(``emulator["get /api/v1/..."] << 503``) still win over the emulation, to inject faults, and
+``hold()`` keeps matching requests waiting until a test releases them, to catch a client with a
+call in flight.
 
 Simplified: server-side apply is a deep merge (dicts merged, lists replaced, nulls remove) with no
 field ownership, so it never reports a conflict and never prunes fields a manager stops applying;
@@ -35,6 +37,7 @@ import datetime
 import json
 import re
 import secrets
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
@@ -215,6 +218,24 @@ def _version_order(version: str) -> tuple[int, int, int]:
     return ({"alpha": 0, "beta": 1}.get(m[2] or "", 2), int(m[1]), int(m[3] or 0))
 
 
+@attrs.define(eq=False)
+class Gate:
+    """Requests of one method and path wait here until ``release()`` (see ``hold``)."""
+
+    method: str
+    path: str
+    waiting: int = 0  # requests that have arrived at the gate so far
+    _open: threading.Event = attrs.field(factory=threading.Event, init=False)
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def passage(self) -> None:
+        self.waiting += 1
+        while not self._open.is_set():
+            await asyncio.sleep(0.02)
+
+
 @attrs.define(kw_only=True)
 class KubeApiEmulator(KubernetesEmulator):
     """kmock's emulator with the API machinery kopf and kubectl need (see the module docstring).
@@ -230,6 +251,7 @@ class KubeApiEmulator(KubernetesEmulator):
     _tick: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    _gates: list[Gate] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         # kmock's fallback reactions are not registered: _handle() serves what no reaction did.
@@ -272,6 +294,16 @@ class KubeApiEmulator(KubernetesEmulator):
     def reset_calls(self) -> None:
         self.calls.clear()
 
+    def hold(self, method: str, path: str) -> Gate:
+        """Hold every ``method`` request on ``path`` (exact, query aside) until the gate's release.
+
+        The request is recorded at once and answered, with the state current then, on release;
+        ``Gate.waiting`` counts the arrivals. Release every gate before the emulator stops.
+        """
+        gate = Gate(method.upper(), path)
+        self._gates.append(gate)
+        return gate
+
     async def __aenter__(self) -> KubeApiEmulator:
         await super().__aenter__()
         self._loop, self._closing = asyncio.get_running_loop(), False
@@ -286,7 +318,11 @@ class KubeApiEmulator(KubernetesEmulator):
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         try:
-            return await self._handle(await self._parse(raw))
+            request = await self._parse(raw)
+            for gate in list(self._gates):
+                if (gate.method, gate.path) == (raw.method, raw.path):
+                    await gate.passage()
+            return await self._handle(request)
         except KubernetesError as e:
             return await self._render_error(e)
         except Exception as e:  # a bug in the emulator: a 500, and kept for the fixture to raise

@@ -180,6 +180,26 @@ async def test_failed_json_patch_test_is_unprocessable(api: Api) -> None:
     assert patched["metadata"]["finalizers"] == ["x/y"]
 
 
+async def test_hold_keeps_a_request_in_flight_until_released(k8s: Cluster, api: Api) -> None:
+    await api.ok("POST", WIDGETS, widget("w", size=1))
+    gate = k8s.emulator.hold("GET", f"{WIDGETS}/w")
+    try:
+        held = asyncio.create_task(api.ok("GET", f"{WIDGETS}/w"))
+        for _ in range(250):
+            if gate.waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert gate.waiting == 1
+        # Other requests pass meanwhile, writes included.
+        assert len((await api.ok("GET", WIDGETS))["items"]) == 1
+        await api.ok("PATCH", f"{WIDGETS}/w", {"spec": {"size": 2}}, ctype=MERGE_PATCH)
+        await asyncio.sleep(0.1)
+        assert not held.done()
+    finally:
+        gate.release()
+    assert (await held)["spec"] == {"size": 2}  # answered with the state at release
+
+
 async def test_status_subresource_is_separate(api: Api) -> None:
     created = await api.ok("POST", WIDGETS, {**widget("w", size=1), "status": {"phase": "fake"}})
     assert "status" not in created

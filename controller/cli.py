@@ -22,6 +22,7 @@ from rich.table import Table
 from controller.api.loader import load_environment
 from controller.errors import Busy, InvalidInput, MlgitopsError, Problem, Unavailable
 from controller.reconcile import ENVIRONMENTS_ROOT, Registry, SyncResult, reconcile
+from controller.redact import redact
 from controller.sources import GitSource
 from controller.state import StateDir, resolve_state_dir
 
@@ -573,6 +574,109 @@ def operator(
         namespaces=[] if all_namespaces else [namespace or ""],
         clusterwide=all_namespaces,
         verbose=verbose,
+    )
+
+
+@app.command()
+def batch(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Model URI to score with, e.g. models:/prod.fraud.fraud_detector@champion. An "
+            "alias is resolved once, when the run starts; that version scores every row.",
+            show_default=False,
+        ),
+    ],
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input", help="Delta table to score (a name under --data-root, a path or a URI)."
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            help="Delta table the scored rows are added to (created when missing): the input's "
+            "columns, prediction, model_name, model_version, batch_id and scored_at.",
+        ),
+    ],
+    data_root: Annotated[
+        str | None,
+        typer.Option(
+            "--data-root",
+            help="Where table names that are not absolute live: a directory or an object-store "
+            "prefix (s3://bucket/lake). Default: $MLGITOPS_DATA_ROOT, else <state dir>/tables.",
+            envvar="MLGITOPS_DATA_ROOT",
+            show_default=False,
+        ),
+    ] = None,
+    batch_id: Annotated[
+        str | None,
+        typer.Option(
+            "--batch-id",
+            help="Id of this batch. A run replaces the rows an earlier run of the same id wrote, "
+            "so a retried Job leaves one copy. The CronJob passes its Job's name. Default: the "
+            "start time, UTC (YYYYMMDDTHHMMSSZ).",
+            envvar="MLGITOPS_BATCH_ID",
+            show_default=False,
+        ),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow tracking/registry URI the model is resolved against. Default: "
+            "$MLFLOW_TRACKING_URI, else the embedded store in the state directory.",
+            envvar="MLFLOW_TRACKING_URI",
+            show_default=False,
+        ),
+    ] = None,
+    chunk_rows: Annotated[
+        int,
+        typer.Option("--chunk-rows", min=1, help="Rows scored and written per Delta commit."),
+    ] = 100_000,
+    state_dir: StateOpt = None,
+) -> None:
+    """Score a Delta table with the model an alias names now, and add the rows to another table.
+
+    The batch CronJob of every ModelDeployment runs this with @champion, so the next run after a
+    promotion scores with the new champion. Exit 0 when the batch was written, 2 when a table or
+    the alias is missing, the model refuses the input, or the registry cannot be read.
+    """
+    import datetime as dt
+
+    from controller.jobs.tables import table_uri
+
+    state = StateDir(resolve_state_dir(state_dir))
+    if tracking_uri is None:
+        from controller.registry import embedded_tracking_uri
+
+        tracking_uri = embedded_tracking_uri(state.root)
+    root = data_root or str(state.root / "tables")
+    started = dt.datetime.now(dt.UTC)
+    batch_id = batch_id or started.strftime("%Y%m%dT%H%M%SZ")
+    from controller.jobs.batch import BatchError, run_batch
+
+    try:
+        result = run_batch(
+            model_uri=model,
+            input_uri=table_uri(input, root),
+            output_uri=table_uri(output, root),
+            batch_id=batch_id,
+            tracking_uri=tracking_uri,
+            chunk_rows=chunk_rows,
+        )
+    except BatchError as exc:
+        _fail([f"batch: {redact(str(exc))}"])
+    out.print(
+        f"batch {result.batch_id}: scored {result.rows} rows with {result.model} version "
+        f"{result.version} into {result.output}"
+        + (
+            f" (table version {result.output_version})" if result.output_version is not None else ""
+        ),
+        markup=False,
     )
 
 

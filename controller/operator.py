@@ -107,6 +107,7 @@ def _context(environment: Environment) -> RenderContext:
         environment=environment.metadata.name,
         image=CONFIG.image,
         tracking_uri=environment.spec.registry.tracking_uri,
+        data_root=environment.spec.data_root,
     )
 
 

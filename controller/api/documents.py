@@ -97,6 +97,13 @@ class EnvironmentSpec(Model):
     )
     namespace: str = Field(pattern=_NAME, max_length=63, description="Kubernetes namespace.")
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
+    data_root: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Where the relative table names of ModelDeployments (batchInference, "
+        "monitoring, validation) live: a directory or an object-store prefix such as "
+        "s3://bucket/lake/prod. Omitted: <state dir>/tables on one machine.",
+    )
     read_catalogs: list[Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=list)
     write_back: WriteBackSpec = Field(default_factory=WriteBackSpec)
 

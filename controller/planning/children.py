@@ -41,6 +41,7 @@ class RenderContext:
     image: str
     tracking_uri: str | None
     service_account: str | None = None
+    data_root: str | None = None
 
 
 def child_name(owner: str, role: str, *, limit: int = NAME_MAX) -> str:
@@ -93,6 +94,8 @@ def _env(ctx: RenderContext) -> list[Obj]:
     ]
     if ctx.tracking_uri:
         env.insert(0, {"name": "MLFLOW_TRACKING_URI", "value": ctx.tracking_uri})
+    if ctx.data_root:
+        env.append({"name": "MLGITOPS_DATA_ROOT", "value": ctx.data_root})
     return env
 
 
@@ -235,7 +238,19 @@ def render_batch(
         "--output",
         batch.output,
     ]
-    return [_cronjob(owner, "batch", batch.schedule, args, ctx)]
+    cronjob = _cronjob(owner, "batch", batch.schedule, args, ctx)
+    # The batch id is the Job's name: a pod Kubernetes retries within one Job replaces that
+    # Job's rows instead of adding a second copy (see controller/jobs/batch.py).
+    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    container["env"].append(
+        {
+            "name": "MLGITOPS_BATCH_ID",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
+            },
+        }
+    )
+    return [cronjob]
 
 
 def render_monitor(
@@ -268,7 +283,7 @@ def render_training_job(
     short = commit[:7]
     image = (training.image or ctx.image).replace("{commit}", commit)
     pod = _pod(
-        RenderContext(ctx.environment, image, ctx.tracking_uri, ctx.service_account),
+        RenderContext(ctx.environment, image, ctx.tracking_uri, ctx.service_account, ctx.data_root),
         args=list(training.command),
         restart="Never",
     )

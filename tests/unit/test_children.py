@@ -133,6 +133,24 @@ def test_batch_loads_champion_at_run_time() -> None:
     assert args[:3] == ["batch", "--model", "models:/prod.fraud.fraud_detector@champion"]
     assert batch["spec"]["schedule"] == "0 11 * * *"
     assert batch["spec"]["concurrencyPolicy"] == "Forbid"
+    env = {
+        e["name"]: e
+        for e in batch["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    # A retried pod of one Job gets the same batch id, so it replaces, not repeats, the batch.
+    assert env["MLGITOPS_BATCH_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/job-name']"
+    )
+    assert "MLGITOPS_DATA_ROOT" not in env
+    lake = RenderContext("prod", CTX.image, CTX.tracking_uri, data_root="s3://lake/prod")
+    md = example()
+    [with_root] = [
+        o
+        for o in render_children(OWNER, md.spec, "prod.fraud.fraud_detector", lake)
+        if o["metadata"]["name"] == "fraud-detector-batch"
+    ]
+    env = with_root["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MLGITOPS_DATA_ROOT", "value": "s3://lake/prod"} in env
 
 
 def test_optional_children_follow_the_spec() -> None:

@@ -1,0 +1,193 @@
+"""Batch inference: score a Delta table with the version an alias names when the run starts.
+
+The operator's batch CronJob (and ``mlgitops batch`` on one machine) names ``@champion``, never a
+version, so a promotion reaches the next run without touching the CronJob. The alias is resolved
+once, at the start, to a concrete version; that version scores every row and every output row
+names it, so a promotion in the middle of a run cannot mix two models in one batch.
+
+A run is idempotent per batch id. Its rows carry ``batch_id`` and the first write of a run
+replaces every row of that id, so a Job pod retried by Kubernetes (the CronJob passes the Job's
+name as the id) or a run repeated by hand leaves one copy of the batch, never two. The input is
+read and scored in chunks of ``chunk_rows``, one Delta commit each, so memory stays bounded; a run
+that dies between chunks leaves a partial batch until it is run again, which replaces it whole.
+
+This module imports ``mlflow.pyfunc`` (to load the model) and deltalake; the registry adapter
+still does the alias resolution.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd  # type: ignore[import-untyped]
+import pyarrow as pa  # type: ignore[import-untyped]
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from controller.errors import MlgitopsError
+from controller.serving.models import resolve
+
+__all__ = ["ADDED_COLUMNS", "BatchError", "BatchResult", "run_batch"]
+
+log = logging.getLogger("mlgitops.jobs.batch")
+
+# Columns the output adds to the input's; an input that already has one is refused.
+ADDED_COLUMNS = ("prediction", "model_name", "model_version", "batch_id", "scored_at")
+
+
+class BatchError(MlgitopsError):
+    """The batch cannot run as asked: a missing table or alias, or input the model refuses."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    model: str
+    version: str
+    batch_id: str
+    rows: int
+    output: str
+    output_version: int | None  # the Delta table version after the last write; None: no rows
+
+
+def _chunks(uri: str, chunk_rows: int, storage: dict[str, str] | None) -> Iterator[pd.DataFrame]:
+    try:
+        table = DeltaTable(uri, storage_options=storage)
+    except TableNotFoundError:
+        raise BatchError(f"input table {uri} does not exist (no Delta log there)") from None
+    except (DeltaError, OSError) as exc:
+        raise BatchError(f"input table {uri}: {_first_line(exc)}") from None
+    for batch in table.to_pyarrow_dataset().to_batches(batch_size=chunk_rows):
+        if batch.num_rows:
+            yield batch.to_pandas()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _prediction_columns(predictions: Any, rows: int) -> dict[str, Any]:
+    """A model's output as named columns: ``prediction``, or ``prediction_<name>`` for several."""
+    if isinstance(predictions, pd.DataFrame):
+        if predictions.shape[1] == 1:
+            return {"prediction": predictions.iloc[:, 0].to_numpy()}
+        return {f"prediction_{c}": predictions[c].to_numpy() for c in predictions.columns}
+    if isinstance(predictions, pd.Series):
+        return {"prediction": predictions.to_numpy()}
+    array = pd.DataFrame(predictions) if getattr(predictions, "ndim", 1) == 2 else None
+    if array is not None:
+        if array.shape[1] == 1:
+            return {"prediction": array.iloc[:, 0].to_numpy()}
+        return {f"prediction_{i}": array[c].to_numpy() for i, c in enumerate(array.columns)}
+    values = list(predictions)
+    if len(values) != rows:
+        raise BatchError(f"the model returned {len(values)} predictions for {rows} rows")
+    return {"prediction": values}
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def run_batch(
+    *,
+    model_uri: str,
+    input_uri: str,
+    output_uri: str,
+    batch_id: str,
+    tracking_uri: str | None = None,
+    chunk_rows: int = 100_000,
+    storage_options: dict[str, str] | None = None,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> BatchResult:
+    """Score ``input_uri`` with ``model_uri`` into ``output_uri`` as batch ``batch_id``.
+
+    The output holds the input's columns, the prediction column(s), and ``model_name``,
+    ``model_version``, ``batch_id`` and ``scored_at``. ``tracking_uri`` (else MLflow's default,
+    $MLFLOW_TRACKING_URI) becomes the process's MLflow tracking and registry URI, as a job's
+    process needs. Raises :class:`BatchError`.
+    """
+    if not batch_id:
+        raise BatchError("the batch id is empty")
+    chunks = _chunks(input_uri, chunk_rows, storage_options)
+    first = next(chunks, None)  # a missing input fails before the model is loaded
+    import mlflow
+    import mlflow.pyfunc
+
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    try:
+        resolved_uri, name, version = resolve(model_uri)
+    except Exception as exc:  # MLflow's own exceptions; the registry adapter names them
+        raise BatchError(f"cannot resolve {model_uri}: {_first_line(exc)}") from None
+    try:
+        model = mlflow.pyfunc.load_model(resolved_uri)
+    except Exception as exc:
+        raise BatchError(f"cannot load {resolved_uri}: {_first_line(exc)}") from None
+    schema = model.metadata.get_input_schema()
+    needed = [n for n in (schema.input_names() if schema is not None else []) if isinstance(n, str)]
+    log.info("scoring %s with %s (resolved from %s)", input_uri, resolved_uri, model_uri)
+    scored_at = now().astimezone(dt.UTC)
+    rows, output_version = 0, None
+    chunk = first
+    while chunk is not None:
+        clash = [c for c in chunk.columns if c in ADDED_COLUMNS or str(c).startswith("prediction_")]
+        if clash:
+            raise BatchError(
+                f"input table {input_uri}: column {clash[0]!r} clashes with a column the output adds"
+            )
+        missing = [c for c in needed if c not in chunk.columns]
+        if missing:
+            raise BatchError(
+                f"input table {input_uri} lacks column(s) {', '.join(map(repr, missing))} that "
+                f"{name} version {version} needs (its signature)"
+            )
+        try:
+            predictions = model.predict(chunk)
+        except Exception as exc:
+            raise BatchError(
+                f"{name} version {version} refused input table {input_uri}: {_first_line(exc)}"
+            ) from None
+        out = chunk.assign(**_prediction_columns(predictions, len(chunk)))
+        out["model_name"], out["model_version"], out["batch_id"] = name, version, batch_id
+        # Added in Arrow: pyarrow's pandas conversion of a tz-aware column warns on pandas 3.
+        table = pa.Table.from_pandas(out, preserve_index=False).append_column(
+            "scored_at", pa.array([scored_at] * len(out), type=pa.timestamp("us", tz="UTC"))
+        )
+        try:
+            if rows == 0 and DeltaTable.is_deltatable(output_uri, storage_options):
+                # The run's first write replaces an earlier attempt at this batch, atomically.
+                write_deltalake(
+                    output_uri,
+                    table,
+                    mode="overwrite",
+                    predicate=f"batch_id = {_sql_string(batch_id)}",
+                    storage_options=storage_options,
+                )
+            else:
+                write_deltalake(output_uri, table, mode="append", storage_options=storage_options)
+            output_version = DeltaTable(output_uri, storage_options=storage_options).version()
+        except (DeltaError, OSError, pa.ArrowInvalid) as exc:
+            raise BatchError(f"output table {output_uri}: {_first_line(exc)}") from None
+        rows += len(out)
+        chunk = next(chunks, None)
+    if rows == 0 and DeltaTable.is_deltatable(output_uri, storage_options):
+        try:  # an empty input still replaces an earlier attempt at this batch
+            table_ = DeltaTable(output_uri, storage_options=storage_options)
+            table_.delete(f"batch_id = {_sql_string(batch_id)}")
+            output_version = table_.version()
+        except (DeltaError, OSError) as exc:
+            raise BatchError(f"output table {output_uri}: {_first_line(exc)}") from None
+    return BatchResult(
+        model=name,
+        version=version,
+        batch_id=batch_id,
+        rows=rows,
+        output=output_uri,
+        output_version=output_version,
+    )

@@ -1,0 +1,151 @@
+"""`mlgitops batch`: real Delta tables, a real MLflow store with real scikit-learn models.
+
+The CLI runs in-process (the real Typer app); the model scores are checked against the same
+registered version loaded straight from MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from typer.testing import CliRunner
+
+from controller.cli import app
+from controller.registry.examples import dataset
+from tests.conftest import Ran
+from tests.helpers import RegistryView
+
+FRAUD = "prod.fraud.fraud_detector"
+INPUT, OUTPUT = "prod/fraud/transactions_daily", "prod/fraud/scores_daily"
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "lake"
+    features, _ = dataset("classifier")
+    write_deltalake(str(root / INPUT), features.head(100))
+    return root
+
+
+@pytest.fixture
+def batch(state_dir: Path, data_root: Path) -> Callable[..., Ran]:
+    def run(*args: str) -> Ran:
+        # Explicit: seeding the session's store set $MLFLOW_TRACKING_URI in this process.
+        uri = f"sqlite:///{state_dir / 'mlflow.db'}"
+        argv = ["batch", "--tracking-uri", uri, "--data-root", str(data_root), *args]
+        result = CliRunner().invoke(app, argv, catch_exceptions=False)
+        return Ran(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+def champion(registry: RegistryView, version: str) -> None:
+    registry.client.set_registered_model_alias(FRAUD, "champion", version)
+
+
+def scores(data_root: Path) -> pd.DataFrame:
+    return DeltaTable(str(data_root / OUTPUT)).to_pandas()
+
+
+def test_scores_with_the_champion_of_the_moment_once_per_batch_id(
+    batch: Callable[..., Ran], registry: RegistryView, data_root: Path
+) -> None:
+    model = f"models:/{FRAUD}@champion"
+    champion(registry, "2")
+    ran = batch("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b1")
+    assert ran.code == 0, ran.stderr
+    assert "scored 100 rows with prod.fraud.fraud_detector version 2" in ran.stdout
+    out = scores(data_root)
+    assert len(out) == 100
+    assert set(out["model_version"]) == {"2"}
+    assert set(out["model_name"]) == {FRAUD}
+    assert set(out["batch_id"]) == {"b1"}
+    assert str(out["scored_at"].dtype) == "datetime64[us, UTC]"
+    features, _ = dataset("classifier")
+    expected = mlflow.pyfunc.load_model(f"models:/{FRAUD}/2").predict(features.head(100))
+    assert list(out.sort_values("mean_radius")["prediction"]) == list(
+        pd.Series(expected, index=features.head(100).index).loc[
+            features.head(100).sort_values("mean_radius").index
+        ]
+    )
+    assert list(out.columns[: features.shape[1]]) == list(features.columns)
+
+    # The same batch again (a retried Job): still one copy of it.
+    again = batch("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b1")
+    assert again.code == 0, again.stderr
+    assert len(scores(data_root)) == 100
+
+    # A promotion reaches the next run with no change to the command; chunks change nothing.
+    champion(registry, "3")
+    args = ("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b2")
+    nxt = batch(*args, "--chunk-rows", "30")
+    assert nxt.code == 0, nxt.stderr
+    out = scores(data_root)
+    assert out.groupby("batch_id")["model_version"].agg(set).to_dict() == {
+        "b1": {"2"},
+        "b2": {"3"},
+    }
+    assert out["batch_id"].value_counts().to_dict() == {"b1": 100, "b2": 100}
+    assert (out[out.batch_id == "b1"]["prediction"] != None).all()  # noqa: E711
+
+
+def test_bad_input_is_one_line_and_changes_nothing(
+    batch: Callable[..., Ran], registry: RegistryView, data_root: Path
+) -> None:
+    model = f"models:/{FRAUD}@champion"
+    champion(registry, "2")
+    assert (
+        batch("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b1").code == 0
+    )
+    before = DeltaTable(str(data_root / OUTPUT)).version()
+
+    missing = batch("--model", model, "--input", "prod/fraud/nope", "--output", OUTPUT)
+    assert missing.code == 2
+    assert missing.stderr.strip().count("\n") == 0
+    assert f"input table {data_root / 'prod/fraud/nope'} does not exist" in missing.stderr
+
+    no_alias = batch("--model", f"models:/{FRAUD}@challenger", "--input", INPUT, "--output", OUTPUT)
+    assert no_alias.code == 2
+    assert no_alias.stderr.startswith(f"error: batch: cannot resolve models:/{FRAUD}@challenger")
+    assert no_alias.stderr.strip().count("\n") == 0
+
+    features, _ = dataset("classifier")
+    write_deltalake(
+        str(data_root / "prod/fraud/partial"), features.head(5).drop(columns="mean_radius")
+    )
+    refused = batch("--model", model, "--input", "prod/fraud/partial", "--output", OUTPUT)
+    assert refused.code == 2
+    assert refused.stderr == (
+        f"error: batch: input table {data_root / 'prod/fraud/partial'} lacks column(s) "
+        f"'mean_radius' that {FRAUD} version 2 needs (its signature)\n"
+    )
+
+    clash = features.head(5).assign(prediction=1)
+    write_deltalake(str(data_root / "prod/fraud/clash"), clash)
+    clashed = batch("--model", model, "--input", "prod/fraud/clash", "--output", OUTPUT)
+    assert clashed.code == 2
+    assert "column 'prediction' clashes with a column the output adds" in clashed.stderr
+
+    assert DeltaTable(str(data_root / OUTPUT)).version() == before
+    assert len(scores(data_root)) == 100
+
+
+def test_an_empty_input_replaces_an_earlier_attempt(
+    batch: Callable[..., Ran], registry: RegistryView, data_root: Path
+) -> None:
+    model = f"models:/{FRAUD}@champion"
+    champion(registry, "2")
+    assert (
+        batch("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b1").code == 0
+    )
+    features, _ = dataset("classifier")
+    write_deltalake(str(data_root / INPUT), features.head(0), mode="overwrite")
+    ran = batch("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b1")
+    assert ran.code == 0, ran.stderr
+    assert "scored 0 rows" in ran.stdout
+    assert len(scores(data_root)) == 0

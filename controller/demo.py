@@ -52,7 +52,7 @@ def mlgitops(workspace: Path, *args: str, expect: tuple[int, ...] = (0,)) -> int
     shown = " ".join(args)
     console.print(f"[dim]$ mlgitops {shown}[/]")
     argv = [*args, "--state-dir", str(workspace / ".mlgitops")]
-    if args[0] != "status":
+    if args[0] not in ("status", "batch"):
         argv += ["--repo", str(workspace / "config")]
     # With standalone_mode=False, Click returns the code of a typer.Exit instead of exiting.
     returned = app(argv, prog_name="mlgitops", standalone_mode=False)
@@ -226,7 +226,34 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         stop_runtime(runner)
 
-    step("8. The history, as recorded on the model versions in the registry")
+    step("8. Batch inference, as the batch CronJob runs it: @champion, resolved at the start")
+    from deltalake import DeltaTable, write_deltalake
+
+    from controller.registry.examples import dataset
+
+    features, _ = dataset("classifier")
+    tables = state / "tables"
+    write_deltalake(str(tables / "prod/fraud/transactions_daily"), features.head(50))
+    console.print(f"  input: 50 rows in the Delta table {tables}/prod/fraud/transactions_daily")
+    mlgitops(
+        ws,
+        "batch",
+        "--model",
+        "models:/prod.fraud.fraud_detector@champion",
+        "--input",
+        "prod/fraud/transactions_daily",
+        "--output",
+        "prod/fraud/scores_daily",
+    )
+    scored = DeltaTable(str(tables / "prod/fraud/scores_daily")).to_pandas()
+    counts = scored.groupby(["batch_id", "model_version"]).size().to_dict()
+    for (batch_id, version), rows in counts.items():
+        positives = int(scored[scored.batch_id == batch_id]["prediction"].sum())
+        console.print(
+            f"  batch {batch_id}: {rows} rows scored by version {version}, {positives} flagged"
+        )
+
+    step("9. The history, as recorded on the model versions in the registry")
     mlgitops(ws, "history", "--env", "prod", "--model", "fraud-detector")
 
     rel = ws.relative_to(PROJECT) if ws.is_relative_to(PROJECT) else ws

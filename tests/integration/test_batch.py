@@ -48,6 +48,15 @@ def champion(registry: RegistryView, version: str) -> None:
     registry.client.set_registered_model_alias(FRAUD, "champion", version)
 
 
+def score_first_batch(batch: Callable[..., Ran], registry: RegistryView) -> str:
+    """Batch b1 scored by version 2 as champion; returns the model URI used."""
+    model = f"models:/{FRAUD}@champion"
+    champion(registry, "2")
+    ran = batch("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b1")
+    assert ran.code == 0, ran.stderr
+    return model
+
+
 def scores(data_root: Path) -> pd.DataFrame:
     return DeltaTable(str(data_root / OUTPUT)).to_pandas()
 
@@ -97,11 +106,7 @@ def test_scores_with_the_champion_of_the_moment_once_per_batch_id(
 def test_bad_input_is_one_line_and_changes_nothing(
     batch: Callable[..., Ran], registry: RegistryView, data_root: Path
 ) -> None:
-    model = f"models:/{FRAUD}@champion"
-    champion(registry, "2")
-    assert (
-        batch("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b1").code == 0
-    )
+    model = score_first_batch(batch, registry)
     before = DeltaTable(str(data_root / OUTPUT)).version()
 
     missing = batch("--model", model, "--input", "prod/fraud/nope", "--output", OUTPUT)
@@ -138,11 +143,7 @@ def test_bad_input_is_one_line_and_changes_nothing(
 def test_an_empty_input_replaces_an_earlier_attempt(
     batch: Callable[..., Ran], registry: RegistryView, data_root: Path
 ) -> None:
-    model = f"models:/{FRAUD}@champion"
-    champion(registry, "2")
-    assert (
-        batch("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b1").code == 0
-    )
+    model = score_first_batch(batch, registry)
     features, _ = dataset("classifier")
     write_deltalake(str(data_root / INPUT), features.head(0), mode="overwrite")
     ran = batch("--model", model, "--input", INPUT, "--output", OUTPUT, "--batch-id", "b1")

@@ -657,7 +657,8 @@ def batch(
     root = data_root or str(state.root / "tables")
     started = dt.datetime.now(dt.UTC)
     batch_id = batch_id or started.strftime("%Y%m%dT%H%M%SZ")
-    from controller.jobs.batch import BatchError, run_batch
+    from controller.jobs.batch import run_batch
+    from controller.jobs.tables import JobError
 
     try:
         result = run_batch(
@@ -668,7 +669,7 @@ def batch(
             tracking_uri=tracking_uri,
             chunk_rows=chunk_rows,
         )
-    except BatchError as exc:
+    except JobError as exc:
         _fail([f"batch: {redact(str(exc))}"])
     out.print(
         f"batch {result.batch_id}: scored {result.rows} rows with {result.model} version "
@@ -678,6 +679,150 @@ def batch(
         ),
         markup=False,
     )
+
+
+@app.command()
+def monitor(
+    baseline: Annotated[
+        str,
+        typer.Option(
+            "--baseline", help="Delta table of the reference data (e.g. the training features)."
+        ),
+    ],
+    current: Annotated[
+        str | None,
+        typer.Option(
+            "--current",
+            help="Delta table of recent data: a batch output table, whose newest batch is the "
+            "window compared, or any table, compared whole. The monitoring CronJob passes the "
+            "ModelDeployment's batchInference.output.",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Model URI whose signature names the features to compare (e.g. "
+            "models:/<name>@champion). Default: every column the two tables share.",
+            show_default=False,
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="psi (population stability index) or ks.")
+    ] = "psi",
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold", min=0, help="A feature drifts when its PSI or KS statistic exceeds it."
+        ),
+    ] = 0.2,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            "--report",
+            help="Delta table the findings are added to, a row per feature per window (a rerun "
+            "of a window replaces its rows). Default: the current table's name + _drift.",
+            show_default=False,
+        ),
+    ] = None,
+    retrain_violations: Annotated[
+        int | None,
+        typer.Option(
+            "--retrain-violations",
+            min=1,
+            help="Retraining is due when this many of the last --retrain-windows windows drifted.",
+            show_default=False,
+        ),
+    ] = None,
+    retrain_windows: Annotated[
+        int, typer.Option("--retrain-windows", min=1, help="Windows --retrain-violations counts.")
+    ] = 5,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            "--window",
+            help="Id of the window. Default: the newest batch id of --current, else the time.",
+            show_default=False,
+        ),
+    ] = None,
+    data_root: Annotated[
+        str | None,
+        typer.Option(
+            "--data-root",
+            help="Where table names that are not absolute live. Default: $MLGITOPS_DATA_ROOT, "
+            "else <state dir>/tables.",
+            envvar="MLGITOPS_DATA_ROOT",
+            show_default=False,
+        ),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--tracking-uri",
+            help="MLflow URI --model is resolved against. Default: $MLFLOW_TRACKING_URI, else "
+            "the embedded store in the state directory.",
+            envvar="MLFLOW_TRACKING_URI",
+            show_default=False,
+        ),
+    ] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Compare the newest scored batch with a baseline, feature by feature, and record drift.
+
+    Each feature gets a PSI (ten bins at the baseline's deciles) or Kolmogorov-Smirnov
+    statistic; above --threshold it has drifted. The findings are added to the report table, and
+    with --retrain-violations the run says whether retraining is due. Drift is a finding: exit 0
+    either way; 2 when a table or the model is missing or nothing can be compared.
+    """
+    from controller.jobs.monitor import run_monitor, signature_features
+    from controller.jobs.tables import JobError, table_uri
+
+    if method not in ("psi", "ks"):
+        _fail([f"--method: must be psi or ks, not {method!r}"])
+    if current is None:
+        _fail(["--current: required (the monitoring CronJob passes batchInference.output)"])
+    if retrain_violations is not None and retrain_violations > retrain_windows:
+        _fail(["--retrain-violations: cannot exceed --retrain-windows"])
+    state = StateDir(resolve_state_dir(state_dir))
+    root = data_root or str(state.root / "tables")
+    try:
+        features = None
+        if model is not None:
+            if tracking_uri is None:
+                from controller.registry import embedded_tracking_uri
+
+                tracking_uri = embedded_tracking_uri(state.root)
+            features = signature_features(model, tracking_uri)
+        current_uri = table_uri(current, root)
+        result = run_monitor(
+            baseline_uri=table_uri(baseline, root),
+            current_uri=current_uri,
+            report_uri=table_uri(report, root) if report else current_uri.rstrip("/") + "_drift",
+            method=method,
+            threshold=threshold,
+            features=features,
+            window=window,
+            retrain=(retrain_violations, retrain_windows) if retrain_violations else None,
+        )
+    except JobError as exc:
+        _fail([f"monitor: {redact(str(exc))}"])
+    drifted = ", ".join(f"{f.feature} {f.statistic:.3f}" for f in result.drifted)
+    out.print(
+        f"window {result.window}: {len(result.features)} features compared by {result.method} "
+        f"(threshold {result.threshold:g}) on {result.rows} rows; "
+        + (f"{len(result.drifted)} drifted: {drifted}" if drifted else "no drift"),
+        markup=False,
+    )
+    if result.skipped:
+        out.print(f"not compared: {', '.join(result.skipped)}", markup=False)
+    if retrain_violations:
+        out.print(
+            f"retraining {'due' if result.retrain_due else 'not due'}: {result.drifted_windows} "
+            f"of the last {result.windows} windows drifted (due at {retrain_violations})",
+            markup=False,
+        )
+    out.print(f"report: {result.report}", markup=False)
 
 
 @app.command()

@@ -28,19 +28,15 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from controller.errors import MlgitopsError
+from controller.jobs.tables import JobError, one_line, sql_string
 from controller.serving.models import resolve
 
-__all__ = ["ADDED_COLUMNS", "BatchError", "BatchResult", "run_batch"]
+__all__ = ["ADDED_COLUMNS", "BatchResult", "run_batch"]
 
 log = logging.getLogger("mlgitops.jobs.batch")
 
 # Columns the output adds to the input's; an input that already has one is refused.
 ADDED_COLUMNS = ("prediction", "model_name", "model_version", "batch_id", "scored_at")
-
-
-class BatchError(MlgitopsError):
-    """The batch cannot run as asked: a missing table or alias, or input the model refuses."""
 
 
 @dataclass(frozen=True)
@@ -57,17 +53,12 @@ def _chunks(uri: str, chunk_rows: int, storage: dict[str, str] | None) -> Iterat
     try:
         table = DeltaTable(uri, storage_options=storage)
     except TableNotFoundError:
-        raise BatchError(f"input table {uri} does not exist (no Delta log there)") from None
+        raise JobError(f"input table {uri} does not exist (no Delta log there)") from None
     except (DeltaError, OSError) as exc:
-        raise BatchError(f"input table {uri}: {_first_line(exc)}") from None
+        raise JobError(f"input table {uri}: {one_line(exc)}") from None
     for batch in table.to_pyarrow_dataset().to_batches(batch_size=chunk_rows):
         if batch.num_rows:
             yield batch.to_pandas()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _prediction_columns(predictions: Any, rows: int) -> dict[str, Any]:
@@ -85,12 +76,8 @@ def _prediction_columns(predictions: Any, rows: int) -> dict[str, Any]:
         return {f"prediction_{i}": array[c].to_numpy() for i, c in enumerate(array.columns)}
     values = list(predictions)
     if len(values) != rows:
-        raise BatchError(f"the model returned {len(values)} predictions for {rows} rows")
+        raise JobError(f"the model returned {len(values)} predictions for {rows} rows")
     return {"prediction": values}
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def run_batch(
@@ -109,10 +96,10 @@ def run_batch(
     The output holds the input's columns, the prediction column(s), and ``model_name``,
     ``model_version``, ``batch_id`` and ``scored_at``. ``tracking_uri`` (else MLflow's default,
     $MLFLOW_TRACKING_URI) becomes the process's MLflow tracking and registry URI, as a job's
-    process needs. Raises :class:`BatchError`.
+    process needs. Raises :class:`JobError`.
     """
     if not batch_id:
-        raise BatchError("the batch id is empty")
+        raise JobError("the batch id is empty")
     chunks = _chunks(input_uri, chunk_rows, storage_options)
     first = next(chunks, None)  # a missing input fails before the model is loaded
     import mlflow
@@ -124,11 +111,11 @@ def run_batch(
     try:
         resolved_uri, name, version = resolve(model_uri)
     except Exception as exc:  # MLflow's own exceptions; the registry adapter names them
-        raise BatchError(f"cannot resolve {model_uri}: {_first_line(exc)}") from None
+        raise JobError(f"cannot resolve {model_uri}: {one_line(exc)}") from None
     try:
         model = mlflow.pyfunc.load_model(resolved_uri)
     except Exception as exc:
-        raise BatchError(f"cannot load {resolved_uri}: {_first_line(exc)}") from None
+        raise JobError(f"cannot load {resolved_uri}: {one_line(exc)}") from None
     schema = model.metadata.get_input_schema()
     needed = [n for n in (schema.input_names() if schema is not None else []) if isinstance(n, str)]
     log.info("scoring %s with %s (resolved from %s)", input_uri, resolved_uri, model_uri)
@@ -138,20 +125,20 @@ def run_batch(
     while chunk is not None:
         clash = [c for c in chunk.columns if c in ADDED_COLUMNS or str(c).startswith("prediction_")]
         if clash:
-            raise BatchError(
+            raise JobError(
                 f"input table {input_uri}: column {clash[0]!r} clashes with a column the output adds"
             )
         missing = [c for c in needed if c not in chunk.columns]
         if missing:
-            raise BatchError(
+            raise JobError(
                 f"input table {input_uri} lacks column(s) {', '.join(map(repr, missing))} that "
                 f"{name} version {version} needs (its signature)"
             )
         try:
             predictions = model.predict(chunk)
         except Exception as exc:
-            raise BatchError(
-                f"{name} version {version} refused input table {input_uri}: {_first_line(exc)}"
+            raise JobError(
+                f"{name} version {version} refused input table {input_uri}: {one_line(exc)}"
             ) from None
         out = chunk.assign(**_prediction_columns(predictions, len(chunk)))
         out["model_name"], out["model_version"], out["batch_id"] = name, version, batch_id
@@ -166,23 +153,23 @@ def run_batch(
                     output_uri,
                     table,
                     mode="overwrite",
-                    predicate=f"batch_id = {_sql_string(batch_id)}",
+                    predicate=f"batch_id = {sql_string(batch_id)}",
                     storage_options=storage_options,
                 )
             else:
                 write_deltalake(output_uri, table, mode="append", storage_options=storage_options)
             output_version = DeltaTable(output_uri, storage_options=storage_options).version()
         except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-            raise BatchError(f"output table {output_uri}: {_first_line(exc)}") from None
+            raise JobError(f"output table {output_uri}: {one_line(exc)}") from None
         rows += len(out)
         chunk = next(chunks, None)
     if rows == 0 and DeltaTable.is_deltatable(output_uri, storage_options):
         try:  # an empty input still replaces an earlier attempt at this batch
             table_ = DeltaTable(output_uri, storage_options=storage_options)
-            table_.delete(f"batch_id = {_sql_string(batch_id)}")
+            table_.delete(f"batch_id = {sql_string(batch_id)}")
             output_version = table_.version()
         except (DeltaError, OSError) as exc:
-            raise BatchError(f"output table {output_uri}: {_first_line(exc)}") from None
+            raise JobError(f"output table {output_uri}: {one_line(exc)}") from None
     return BatchResult(
         model=name,
         version=version,

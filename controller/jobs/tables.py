@@ -1,4 +1,4 @@
-"""Where a table named in a ModelDeployment lives.
+"""Where a table named in a ModelDeployment lives, and what the jobs share about tables.
 
 Documents name tables by a short relative name (``prod/fraud/transactions_daily``) so the same
 folder works on a laptop and in a cluster; a data root (a directory, or an object-store prefix
@@ -11,7 +11,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["table_uri"]
+from controller.errors import MlgitopsError
+
+__all__ = ["JobError", "one_line", "sql_string", "table_uri"]
+
+
+class JobError(MlgitopsError):
+    """A job cannot run as asked: a missing table or alias, or data the model refuses."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (MLflow's and deltalake's can run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a SQL string literal, for a Delta predicate."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def table_uri(name: str, data_root: str) -> str:

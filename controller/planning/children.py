@@ -270,6 +270,15 @@ def render_monitor(
         "--threshold",
         str(mon.drift.threshold),
     ]
+    if spec.batch_inference is not None:  # the window compared is the newest scored batch
+        args += ["--current", spec.batch_inference.output]
+    if mon.retrain is not None:
+        args += [
+            "--retrain-violations",
+            str(mon.retrain.violations),
+            "--retrain-windows",
+            str(mon.retrain.windows),
+        ]
     return [_cronjob(owner, "monitor", mon.schedule, args, ctx)]
 
 

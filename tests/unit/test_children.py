@@ -127,6 +127,29 @@ def test_serving_pins_versions_in_the_pod_template_and_never_drops_capacity() ->
     assert after["metadata"]["annotations"]["mlgitops.io/champion"] == "3"
 
 
+def test_monitor_compares_the_batch_output_with_the_baseline() -> None:
+    [monitor] = [o for o in render() if o["metadata"]["name"] == "fraud-detector-monitor"]
+    args = monitor["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == [
+        "monitor",
+        "--model",
+        "models:/prod.fraud.fraud_detector@champion",
+        "--baseline",
+        "prod/fraud/training_baseline",
+        "--method",
+        "psi",
+        "--threshold",
+        "0.2",
+        "--current",
+        "prod/fraud/scores_daily",
+        "--retrain-violations",
+        "2",
+        "--retrain-windows",
+        "5",
+    ]
+    assert monitor["spec"]["schedule"] == "0 8 * * *"
+
+
 def test_batch_loads_champion_at_run_time() -> None:
     batch = render()[2]
     args = batch["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]

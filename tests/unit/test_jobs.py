@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controller.jobs.batch import BatchError, _prediction_columns, _sql_string
-from controller.jobs.tables import table_uri
+from controller.jobs.batch import _prediction_columns
+from controller.jobs.tables import JobError, sql_string, table_uri
 
 
 @pytest.mark.parametrize(
@@ -34,9 +34,37 @@ def test_prediction_columns_by_shape() -> None:
     assert list(_prediction_columns(frame, 2)) == ["prediction_label", "prediction_score"]
     assert list(_prediction_columns(frame[["score"]], 2)) == ["prediction"]
     assert _prediction_columns([3, 4], 2) == {"prediction": [3, 4]}
-    with pytest.raises(BatchError, match="returned 1 predictions for 2 rows"):
+    with pytest.raises(JobError, match="returned 1 predictions for 2 rows"):
         _prediction_columns([3], 2)
 
 
 def test_batch_ids_are_quoted_for_the_delta_predicate() -> None:
-    assert _sql_string("cron-2911'x") == "'cron-2911''x'"
+    assert sql_string("cron-2911'x") == "'cron-2911''x'"
+
+
+def test_psi_and_ks_grow_with_the_shift() -> None:
+    from controller.jobs.monitor import ks, psi
+
+    rng = np.random.default_rng(0)
+    base = pd.Series(rng.normal(0, 1, 5000))
+    same = pd.Series(rng.normal(0, 1, 5000))
+    assert psi(base, same) < 0.02
+    assert ks(base, same) < 0.05
+    shifts = [0.25, 0.5, 1.0]
+    psis = [psi(base, base + s) for s in shifts]
+    kss = [ks(base, base + s) for s in shifts]
+    assert psis == sorted(psis)
+    assert psis[-1] > 0.5
+    assert kss == sorted(kss)
+    assert kss[-1] > 0.3
+    # All of the current mass outside the baseline's range: large, finite (empty bins floored).
+    assert 1 < psi(base, base + 100) < 100
+
+
+def test_psi_of_categories() -> None:
+    from controller.jobs.monitor import psi
+
+    base = pd.Series(["a"] * 50 + ["b"] * 50)
+    assert psi(base, pd.Series(["a"] * 50 + ["b"] * 50)) == pytest.approx(0)
+    assert psi(base, pd.Series(["a"] * 90 + ["b"] * 10)) > 0.2
+    assert psi(base, pd.Series(["c"] * 100)) > 1  # a category never seen before

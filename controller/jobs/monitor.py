@@ -1,0 +1,228 @@
+"""The drift monitor: compare the newest scored batch with the training baseline, feature by feature.
+
+The monitoring CronJob runs this after the batch CronJob has scored a batch. The current window is
+the newest batch of the batch output table (the rows sharing its latest ``scored_at``), or the
+whole table when it has no ``batch_id`` column. Each feature the model's signature names is
+compared with the baseline table: PSI over ten bins cut at the baseline's deciles (categories for
+text columns), or the two-sample Kolmogorov-Smirnov statistic (scipy). A feature drifts when the
+statistic exceeds the threshold.
+
+Every run adds one row per feature to a report Delta table, keyed by the window (the batch id),
+and replaces an earlier report of the same window, so a retried Job counts once. Retraining is
+due when at least ``violations`` of the last ``windows`` windows in the report drifted (the
+ModelDeployment's ``monitoring.retrain``); the run says so, and the training runs that would
+act on it are not built yet. Drift is a finding, not a failure: the exit code is 0 either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd  # type: ignore[import-untyped]
+import pyarrow as pa  # type: ignore[import-untyped]
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+from scipy import stats  # type: ignore[import-untyped]
+
+from controller.jobs.batch import ADDED_COLUMNS
+from controller.jobs.tables import JobError, one_line, sql_string
+
+__all__ = ["FeatureDrift", "MonitorResult", "ks", "psi", "run_monitor"]
+
+BINS = 10
+_EPS = 1e-4  # floor of a bin's share, so an empty bin counts as rare rather than infinite
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    statistic: float
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    window: str
+    method: str
+    threshold: float
+    rows: int
+    features: list[FeatureDrift]
+    report: str
+    drifted_windows: int = 0  # of the last ``windows`` in the report, this one included
+    windows: int = 0
+    retrain_due: bool = False
+    skipped: list[str] = field(default_factory=list)  # features missing from a table
+
+    @property
+    def drifted(self) -> list[FeatureDrift]:
+        return [f for f in self.features if f.drifted]
+
+
+def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+    return np.maximum(counts / max(len(values), 1), _EPS)
+
+
+def psi(baseline: pd.Series, current: pd.Series) -> float:
+    """Population stability index of ``current`` against ``baseline``."""
+    base, cur = baseline.dropna(), current.dropna()
+    if pd.api.types.is_numeric_dtype(base) and pd.api.types.is_numeric_dtype(cur):
+        edges = np.unique(np.quantile(base.to_numpy(float), np.linspace(0, 1, BINS + 1)[1:-1]))
+        p, q = _shares(base.to_numpy(float), edges), _shares(cur.to_numpy(float), edges)
+    else:
+        categories = sorted(set(base.astype(str)) | set(cur.astype(str)))
+        p = np.maximum(
+            base.astype(str)
+            .value_counts(normalize=True)
+            .reindex(categories, fill_value=0)
+            .to_numpy(),
+            _EPS,
+        )
+        q = np.maximum(
+            cur.astype(str)
+            .value_counts(normalize=True)
+            .reindex(categories, fill_value=0)
+            .to_numpy(),
+            _EPS,
+        )
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def ks(baseline: pd.Series, current: pd.Series) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic (the largest gap between the two CDFs)."""
+    return float(stats.ks_2samp(baseline.dropna(), current.dropna()).statistic)
+
+
+def _read(uri: str, what: str, storage: dict[str, str] | None) -> pd.DataFrame:
+    try:
+        return DeltaTable(uri, storage_options=storage).to_pandas()
+    except TableNotFoundError:
+        raise JobError(f"{what} table {uri} does not exist (no Delta log there)") from None
+    except (DeltaError, OSError) as exc:
+        raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
+
+
+def _window(current: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    if "batch_id" not in current.columns:
+        return "", current
+    newest = current[current["scored_at"] == current["scored_at"].max()]
+    return str(newest["batch_id"].iloc[0]), newest
+
+
+def run_monitor(
+    *,
+    baseline_uri: str,
+    current_uri: str,
+    report_uri: str,
+    method: str,
+    threshold: float,
+    features: list[str] | None = None,
+    window: str | None = None,
+    retrain: tuple[int, int] | None = None,
+    storage_options: dict[str, str] | None = None,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> MonitorResult:
+    """Compare the current window with the baseline and add the findings to ``report_uri``.
+
+    ``features``: the columns to compare (the model's signature); None: every column the two
+    tables share, except those batch inference adds. ``retrain``: (violations, windows).
+    Raises :class:`JobError` on a missing table or an empty window.
+    """
+    if method not in ("psi", "ks"):
+        raise JobError(f"--method: {method!r} is not psi or ks")
+    baseline = _read(baseline_uri, "baseline", storage_options)
+    current = _read(current_uri, "current", storage_options)
+    if current.empty:
+        raise JobError(f"current table {current_uri} has no rows to compare")
+    newest_id, rows = _window(current)
+    window = window or newest_id or now().strftime("%Y%m%dT%H%M%SZ")
+    shared = [c for c in baseline.columns if c in rows.columns and c not in ADDED_COLUMNS]
+    wanted = features if features is not None else shared
+    skipped = [f for f in wanted if f not in shared]
+    measure = psi if method == "psi" else ks
+    found: list[FeatureDrift] = []
+    for name in (f for f in wanted if f in shared):
+        if method == "ks" and not (
+            pd.api.types.is_numeric_dtype(baseline[name])
+            and pd.api.types.is_numeric_dtype(rows[name])
+        ):
+            skipped.append(name)
+            continue
+        value = measure(baseline[name], rows[name])
+        found.append(FeatureDrift(name, value, math.isfinite(value) and value > threshold))
+    if not found:
+        raise JobError(
+            f"no feature to compare: baseline {baseline_uri} and current {current_uri} share none "
+            f"of {', '.join(wanted) or 'their columns'}"
+        )
+    checked_at = now().astimezone(dt.UTC)
+    report = pa.table(
+        {
+            "window": [window] * len(found),
+            "feature": [f.feature for f in found],
+            "method": [method] * len(found),
+            "statistic": [f.statistic for f in found],
+            "threshold": [threshold] * len(found),
+            "drifted": [f.drifted for f in found],
+            "rows": [len(rows)] * len(found),
+            "checked_at": pa.array([checked_at] * len(found), type=pa.timestamp("us", tz="UTC")),
+        }
+    )
+    try:
+        if DeltaTable.is_deltatable(report_uri, storage_options):
+            write_deltalake(
+                report_uri,
+                report,
+                mode="overwrite",
+                predicate=f"window = {sql_string(window)}",
+                storage_options=storage_options,
+            )
+        else:
+            write_deltalake(report_uri, report, mode="append", storage_options=storage_options)
+        history = DeltaTable(report_uri, storage_options=storage_options).to_pandas()
+    except (DeltaError, OSError, pa.ArrowInvalid) as exc:
+        raise JobError(f"report table {report_uri}: {one_line(exc)}") from None
+    result = MonitorResult(
+        window=window,
+        method=method,
+        threshold=threshold,
+        rows=len(rows),
+        features=found,
+        report=report_uri,
+        skipped=skipped,
+    )
+    if retrain is None:
+        return result
+    violations, windows = retrain
+    per_window = history.groupby("window").agg(drifted=("drifted", "any"), at=("checked_at", "max"))
+    last = per_window.sort_values("at").tail(windows)
+    drifted = int(last["drifted"].sum())
+    return dataclasses.replace(
+        result, drifted_windows=drifted, windows=len(last), retrain_due=drifted >= violations
+    )
+
+
+def signature_features(model_uri: str, tracking_uri: str | None = None) -> list[str] | None:
+    """The input column names of the model's signature (reads its MLmodel file, not the model);
+    None when it has no signature. Resolves an alias as batch inference does."""
+    import mlflow
+    import mlflow.models
+
+    from controller.serving.models import resolve
+
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    try:
+        resolved_uri, _, _ = resolve(model_uri)
+        signature = mlflow.models.get_model_info(resolved_uri).signature
+    except Exception as exc:  # MLflow's own exceptions
+        raise JobError(f"cannot read the signature of {model_uri}: {one_line(exc)}") from None
+    if signature is None or signature.inputs is None:
+        return None
+    return [n for n in signature.inputs.input_names() if isinstance(n, str)]

@@ -1,0 +1,134 @@
+"""`mlgitops monitor` after `mlgitops batch`, run with the very arguments the CronJobs carry.
+
+Real Delta tables, a real MLflow store and real scikit-learn models (the signature names the
+features); drift is made by shifting real features of the bundled dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from deltalake import DeltaTable, write_deltalake
+from typer.testing import CliRunner
+
+from controller.api.documents import ModelDeployment
+from controller.cli import app
+from controller.planning.children import Owner, RenderContext, render_children
+from controller.registry.examples import dataset
+from tests.conftest import Ran
+from tests.helpers import PROJECT, RegistryView
+
+FRAUD = "prod.fraud.fraud_detector"
+
+
+def cronjob_args(role: str) -> list[str]:
+    """The args of the example fraud-detector's CronJob ``role``, as the operator renders them."""
+    doc = yaml.safe_load((PROJECT / "environments/prod/fraud-detector.yaml").read_text())
+    md = ModelDeployment.model_validate(doc)
+    ctx = RenderContext("prod", "image", None)
+    children = render_children(Owner("fraud-detector", "uid", "ml-prod"), md.spec, FRAUD, ctx)
+    [job] = [c for c in children if c["metadata"]["name"] == f"fraud-detector-{role}"]
+    return list(job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+@pytest.fixture
+def run(state_dir: Path, tmp_path: Path, registry: RegistryView) -> Callable[..., Ran]:
+    registry.client.set_registered_model_alias(FRAUD, "champion", "2")
+    root = tmp_path / "lake"
+    features, _ = dataset("classifier")
+    write_deltalake(str(root / "prod/fraud/training_baseline"), features)
+
+    def invoke(*args: str) -> Ran:
+        # Explicit: seeding the session's store set $MLFLOW_TRACKING_URI in this process.
+        uri = f"sqlite:///{state_dir / 'mlflow.db'}"
+        argv = [*args, "--data-root", str(root), "--tracking-uri", uri]
+        result = CliRunner().invoke(app, argv, catch_exceptions=False)
+        return Ran(result.exit_code, result.stdout, result.stderr)
+
+    invoke.root = root  # type: ignore[attr-defined]
+    return invoke
+
+
+def score(run: Callable[..., Ran], batch_id: str, frame: pd.DataFrame) -> None:
+    root: Path = run.root  # type: ignore[attr-defined]
+    write_deltalake(str(root / "prod/fraud/transactions_daily"), frame, mode="overwrite")
+    ran = run(*cronjob_args("batch"), "--batch-id", batch_id)
+    assert ran.code == 0, ran.stderr
+
+
+def shifted(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    out = frame.copy()
+    for c in columns:
+        out[c] = out[c] + 1.5 * frame[c].std()
+    return out
+
+
+def test_drift_per_window_and_retraining_after_n_of_m(run: Callable[..., Ran]) -> None:
+    features, _ = dataset("classifier")
+    same = features.sample(300, random_state=1)
+    drift = shifted(features.sample(300, random_state=2), ["mean_radius", "worst_area"])
+
+    score(run, "b1", same)
+    first = run(*cronjob_args("monitor"))
+    assert first.code == 0, first.stderr
+    assert "window b1: 30 features compared by psi (threshold 0.2) on 300 rows; no drift" in (
+        first.stdout
+    )
+    assert "retraining not due: 0 of the last 1 windows drifted (due at 2)" in first.stdout
+
+    score(run, "b2", drift)
+    second = run(*cronjob_args("monitor"))
+    assert second.code == 0, second.stderr  # drift is a finding, not a failure
+    assert "window b2: 30 features compared by psi" in second.stdout
+    assert "2 drifted: mean_radius" in second.stdout
+    assert "worst_area" in second.stdout
+    assert "retraining not due: 1 of the last 2 windows drifted" in second.stdout
+
+    again = run(*cronjob_args("monitor"))  # a retried Job: the window counts once
+    assert "retraining not due: 1 of the last 2 windows drifted" in again.stdout
+
+    score(run, "b3", drift)
+    third = run(*cronjob_args("monitor"))
+    assert "retraining due: 2 of the last 3 windows drifted (due at 2)" in third.stdout
+
+    root: Path = run.root  # type: ignore[attr-defined]
+    report = DeltaTable(str(root / "prod/fraud/scores_daily_drift")).to_pandas()
+    assert report.groupby("window").size().to_dict() == {"b1": 30, "b2": 30, "b3": 30}
+    drifted = report[report.drifted]
+    assert set(drifted["window"]) == {"b2", "b3"}
+    assert set(drifted["feature"]) == {"mean_radius", "worst_area"}
+    assert (report[report.window == "b1"]["statistic"] < 0.2).all()
+
+    ks = run(*cronjob_args("monitor"), "--method", "ks", "--report", "prod/fraud/ks")
+    assert ks.code == 0, ks.stderr
+    assert "features compared by ks (threshold 0.2) on 300 rows; 2 drifted" in ks.stdout
+
+
+def test_bad_input_is_one_line(run: Callable[..., Ran]) -> None:
+    args = cronjob_args("monitor")
+    no_current = run(*args[: args.index("--current")])
+    assert no_current.code == 2
+    assert no_current.stderr == (
+        "error: --current: required (the monitoring CronJob passes batchInference.output)\n"
+    )
+
+    root: Path = run.root  # type: ignore[attr-defined]
+    missing = run(*args)  # no batch has run: the batch output table does not exist yet
+    assert missing.code == 2
+    assert missing.stderr == (
+        f"error: monitor: current table {root / 'prod/fraud/scores_daily'} does not exist "
+        "(no Delta log there)\n"
+    )
+
+    no_alias = run(*args, "--model", f"models:/{FRAUD}@challenger")
+    assert no_alias.code == 2
+    assert no_alias.stderr.startswith(
+        f"error: monitor: cannot read the signature of models:/{FRAUD}@challenger"
+    )
+
+    bad = run(*args, "--method", "chi2")
+    assert (bad.code, bad.stderr) == (2, "error: --method: must be psi or ks, not 'chi2'\n")

@@ -108,7 +108,7 @@ def _read(uri: str, what: str, storage: dict[str, str] | None) -> pd.DataFrame:
 
 
 def _window(current: pd.DataFrame) -> tuple[str, pd.DataFrame]:
-    if "batch_id" not in current.columns:
+    if "batch_id" not in current.columns or "scored_at" not in current.columns:
         return "", current
     newest = current[current["scored_at"] == current["scored_at"].max()]
     return str(newest["batch_id"].iloc[0]), newest
@@ -147,11 +147,12 @@ def run_monitor(
     measure = psi if method == "psi" else ks
     found: list[FeatureDrift] = []
     for name in (f for f in wanted if f in shared):
-        if method == "ks" and not (
-            pd.api.types.is_numeric_dtype(baseline[name])
-            and pd.api.types.is_numeric_dtype(rows[name])
-        ):
-            skipped.append(name)
+        numeric = pd.api.types.is_numeric_dtype(baseline[name]) and pd.api.types.is_numeric_dtype(
+            rows[name]
+        )
+        empty = baseline[name].isna().all() or rows[name].isna().all()
+        if empty or (method == "ks" and not numeric):
+            skipped.append(name)  # nothing to compare, or KS of text
             continue
         value = measure(baseline[name], rows[name])
         found.append(FeatureDrift(name, value, math.isfinite(value) and value > threshold))

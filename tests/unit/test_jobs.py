@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,3 +70,37 @@ def test_psi_of_categories() -> None:
     assert psi(base, pd.Series(["a"] * 50 + ["b"] * 50)) == pytest.approx(0)
     assert psi(base, pd.Series(["a"] * 90 + ["b"] * 10)) > 0.2
     assert psi(base, pd.Series(["c"] * 100)) > 1  # a category never seen before
+
+
+def test_monitor_skips_what_it_cannot_compare_and_needs_something(tmp_path: Path) -> None:
+    from deltalake import write_deltalake
+
+    from controller.jobs.monitor import run_monitor
+
+    rng = np.random.default_rng(1)
+    base = pd.DataFrame(
+        {"x": rng.normal(0, 1, 500), "kind": ["a", "b"] * 250, "blank": [np.nan] * 500}
+    )
+    write_deltalake(str(tmp_path / "base"), base)
+    write_deltalake(str(tmp_path / "cur"), base.sample(200, random_state=0))
+    result = run_monitor(
+        baseline_uri=str(tmp_path / "base"),
+        current_uri=str(tmp_path / "cur"),
+        report_uri=str(tmp_path / "report"),
+        method="ks",
+        threshold=0.2,
+        window="w1",
+        features=["x", "kind", "blank", "absent"],
+    )
+    assert [f.feature for f in result.features] == ["x"]
+    assert sorted(result.skipped) == ["absent", "blank", "kind"]
+    assert result.drifted == []
+    with pytest.raises(JobError, match="no feature to compare"):
+        run_monitor(
+            baseline_uri=str(tmp_path / "base"),
+            current_uri=str(tmp_path / "cur"),
+            report_uri=str(tmp_path / "report"),
+            method="psi",
+            threshold=0.2,
+            features=["blank"],
+        )

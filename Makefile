@@ -12,12 +12,13 @@ export MLFLOW_DISABLE_TELEMETRY := true
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(UV) pip install --quiet --python $(PY) -c constraints.txt -e '.[dev]'
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP) ## create .venv and install mlgitops with its dev tools (pinned)
 
 test: setup lint typecheck ## lint, type-check, then every test (e2e runs only when KUBECONFIG is set)
+	@$(PY) -m compileall -q controller tests bench > /dev/null  # the tests start many processes
 	$(PY) -m pytest -q
 
 unit: setup

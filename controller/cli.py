@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -414,14 +414,20 @@ def run(
     Every pass reads the branch head, moves the registry aliases, and starts, updates or stops
     one model server (mlgitops serve) per ModelDeployment on a stable local port; a champion or
     split change reaches the running server without dropping a request, and a crashed server is
-    restarted with backoff. `mlgitops status -o json` shows each model's URL and versions.
-    SIGINT or SIGTERM stops every server it started.
+    restarted with backoff. It also runs each ModelDeployment's batch and monitoring jobs
+    (mlgitops batch / monitor) on their cron schedules, one run at a time per job; logs are under
+    <state dir>/envs/<env>/jobs/. `mlgitops status -o json` shows each model's URL and versions.
+    SIGINT or SIGTERM stops every server and job it started (a job cut short runs again on the
+    next start).
     """
     import signal
     import threading
 
+    from controller.api.loader import DesiredState
+    from controller.api.status import ServingStatus
     from controller.reconcile import load_desired
     from controller.registry import embedded_tracking_uri
+    from controller.runtimes.cron import LocalCron
     from controller.runtimes.local import LocalRuntime
 
     state = StateDir(resolve_state_dir(state_dir))
@@ -435,6 +441,17 @@ def run(
         _fail(_problems(exc))
     uri = first.environment.spec.registry.tracking_uri or embedded_tracking_uri(state.root)
     runtime = LocalRuntime(env=env, state_root=state.root, tracking_uri=uri)
+    cron = LocalCron(
+        env=env,
+        state_root=state.root,
+        tracking_uri=uri,
+        on_event=lambda line: out.print(f"{env}: {line}", markup=False),
+    )
+
+    def apply(desired: DesiredState) -> Mapping[str, ServingStatus]:
+        cron.apply(desired)  # the batch and monitoring CronJobs, on this machine's clock
+        return runtime.apply(desired)
+
     try:
         with state.lock(env):
             out.print(f"mlgitops run: environment {env} from {source.display}; Ctrl-C stops")
@@ -445,7 +462,7 @@ def run(
                     source=source,
                     registry_for=_registry_factory(state),
                     store=state,
-                    serve=runtime.apply,
+                    serve=apply,
                 )
                 source.close()  # the next pass sees new commits (and fetches a remote)
                 if result.error is not None:
@@ -464,10 +481,12 @@ def run(
                 deadline = time.monotonic() + interval
                 while not stop.is_set() and time.monotonic() < deadline:
                     runtime.supervise()
+                    cron.tick()
                     stop.wait(1.0)
     except Busy as exc:
         _fail([str(exc)])
     finally:
+        cron.stop_all()
         runtime.stop_all()
         out.print(f"mlgitops run: stopped {env}")
 

@@ -1,4 +1,4 @@
-"""Pure parts of the jobs: where a table name points, and how predictions become columns."""
+"""The jobs' parts that need no registry: table names, prediction columns, PSI, KS, skipping."""
 
 from __future__ import annotations
 

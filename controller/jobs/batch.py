@@ -63,21 +63,26 @@ def _chunks(uri: str, chunk_rows: int, storage: dict[str, str] | None) -> Iterat
 
 def _prediction_columns(predictions: Any, rows: int) -> dict[str, Any]:
     """A model's output as named columns: ``prediction``, or ``prediction_<name>`` for several."""
-    if isinstance(predictions, pd.DataFrame):
-        if predictions.shape[1] == 1:
-            return {"prediction": predictions.iloc[:, 0].to_numpy()}
-        return {f"prediction_{c}": predictions[c].to_numpy() for c in predictions.columns}
-    if isinstance(predictions, pd.Series):
-        return {"prediction": predictions.to_numpy()}
-    array = pd.DataFrame(predictions) if getattr(predictions, "ndim", 1) == 2 else None
-    if array is not None:
-        if array.shape[1] == 1:
-            return {"prediction": array.iloc[:, 0].to_numpy()}
-        return {f"prediction_{i}": array[c].to_numpy() for i, c in enumerate(array.columns)}
-    values = list(predictions)
-    if len(values) != rows:
-        raise JobError(f"the model returned {len(values)} predictions for {rows} rows")
-    return {"prediction": values}
+    columns: dict[str, Any]
+    if isinstance(predictions, pd.DataFrame) and predictions.shape[1] != 1:
+        columns = {f"prediction_{c}": predictions[c].to_numpy() for c in predictions.columns}
+    elif isinstance(predictions, pd.DataFrame):
+        columns = {"prediction": predictions.iloc[:, 0].to_numpy()}
+    elif isinstance(predictions, pd.Series):
+        columns = {"prediction": predictions.to_numpy()}
+    elif getattr(predictions, "ndim", 1) == 2:
+        array = pd.DataFrame(predictions)
+        columns = (
+            {"prediction": array.iloc[:, 0].to_numpy()}
+            if array.shape[1] == 1
+            else {f"prediction_{i}": array[c].to_numpy() for i, c in enumerate(array.columns)}
+        )
+    else:
+        columns = {"prediction": list(predictions)}
+    for values in columns.values():
+        if len(values) != rows:
+            raise JobError(f"the model returned {len(values)} predictions for {rows} rows")
+    return columns
 
 
 def run_batch(
@@ -165,9 +170,9 @@ def run_batch(
         chunk = next(chunks, None)
     if rows == 0 and DeltaTable.is_deltatable(output_uri, storage_options):
         try:  # an empty input still replaces an earlier attempt at this batch
-            table_ = DeltaTable(output_uri, storage_options=storage_options)
-            table_.delete(f"batch_id = {sql_string(batch_id)}")
-            output_version = table_.version()
+            existing = DeltaTable(output_uri, storage_options=storage_options)
+            existing.delete(f"batch_id = {sql_string(batch_id)}")
+            output_version = existing.version()
         except (DeltaError, OSError) as exc:
             raise JobError(f"output table {output_uri}: {one_line(exc)}") from None
     return BatchResult(

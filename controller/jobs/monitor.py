@@ -21,10 +21,12 @@ import datetime as dt
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from scipy import stats  # type: ignore[import-untyped]
@@ -68,6 +70,12 @@ def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.maximum(counts / max(len(values), 1), _EPS)
 
 
+def _category_shares(values: pd.Series, categories: list[str]) -> np.ndarray:
+    shares = values.astype(str).value_counts(normalize=True).reindex(categories, fill_value=0)
+    floored: np.ndarray = np.maximum(shares.to_numpy(dtype=float), _EPS)
+    return floored
+
+
 def psi(baseline: pd.Series, current: pd.Series) -> float:
     """Population stability index of ``current`` against ``baseline``."""
     base, cur = baseline.dropna(), current.dropna()
@@ -76,20 +84,7 @@ def psi(baseline: pd.Series, current: pd.Series) -> float:
         p, q = _shares(base.to_numpy(float), edges), _shares(cur.to_numpy(float), edges)
     else:
         categories = sorted(set(base.astype(str)) | set(cur.astype(str)))
-        p = np.maximum(
-            base.astype(str)
-            .value_counts(normalize=True)
-            .reindex(categories, fill_value=0)
-            .to_numpy(),
-            _EPS,
-        )
-        q = np.maximum(
-            cur.astype(str)
-            .value_counts(normalize=True)
-            .reindex(categories, fill_value=0)
-            .to_numpy(),
-            _EPS,
-        )
+        p, q = _category_shares(base, categories), _category_shares(cur, categories)
     return float(np.sum((q - p) * np.log(q / p)))
 
 
@@ -98,20 +93,25 @@ def ks(baseline: pd.Series, current: pd.Series) -> float:
     return float(stats.ks_2samp(baseline.dropna(), current.dropna()).statistic)
 
 
-def _read(uri: str, what: str, storage: dict[str, str] | None) -> pd.DataFrame:
+def _dataset(uri: str, what: str, storage: dict[str, str] | None) -> Any:
     try:
-        return DeltaTable(uri, storage_options=storage).to_pandas()
+        return DeltaTable(uri, storage_options=storage).to_pyarrow_dataset()
     except TableNotFoundError:
         raise JobError(f"{what} table {uri} does not exist (no Delta log there)") from None
     except (DeltaError, OSError) as exc:
         raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
 
 
-def _window(current: pd.DataFrame) -> tuple[str, pd.DataFrame]:
-    if "batch_id" not in current.columns or "scored_at" not in current.columns:
-        return "", current
-    newest = current[current["scored_at"] == current["scored_at"].max()]
-    return str(newest["batch_id"].iloc[0]), newest
+def _window(dataset: Any) -> tuple[str, pd.DataFrame]:
+    """The newest batch of a batch output table (only its rows are read), or the whole table."""
+    names = set(dataset.schema.names)
+    if not {"batch_id", "scored_at"} <= names:
+        return "", dataset.to_table().to_pandas()
+    newest = pc.max(dataset.to_table(columns=["scored_at"])["scored_at"])
+    if not newest.is_valid:
+        return "", pd.DataFrame(columns=list(dataset.schema.names))
+    rows = dataset.to_table(filter=pc.field("scored_at") == newest).to_pandas()
+    return str(rows["batch_id"].iloc[0]), rows
 
 
 def run_monitor(
@@ -135,11 +135,10 @@ def run_monitor(
     """
     if method not in ("psi", "ks"):
         raise JobError(f"--method: {method!r} is not psi or ks")
-    baseline = _read(baseline_uri, "baseline", storage_options)
-    current = _read(current_uri, "current", storage_options)
-    if current.empty:
+    baseline = _dataset(baseline_uri, "baseline", storage_options).to_table().to_pandas()
+    newest_id, rows = _window(_dataset(current_uri, "current", storage_options))
+    if rows.empty:
         raise JobError(f"current table {current_uri} has no rows to compare")
-    newest_id, rows = _window(current)
     window = window or newest_id or now().strftime("%Y%m%dT%H%M%SZ")
     shared = [c for c in baseline.columns if c in rows.columns and c not in ADDED_COLUMNS]
     wanted = features if features is not None else shared

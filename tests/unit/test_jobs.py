@@ -38,6 +38,8 @@ def test_prediction_columns_by_shape() -> None:
     assert _prediction_columns([3, 4], 2) == {"prediction": [3, 4]}
     with pytest.raises(JobError, match="returned 1 predictions for 2 rows"):
         _prediction_columns([3], 2)
+    with pytest.raises(JobError, match="returned 3 predictions for 2 rows"):
+        _prediction_columns(np.array([[1, 2], [3, 4], [5, 6]]), 2)
 
 
 def test_batch_ids_are_quoted_for_the_delta_predicate() -> None:

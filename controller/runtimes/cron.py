@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ class LocalCron:
     tracking_uri: str
     jobs: dict[str, _Job] = field(default_factory=dict)
     running: dict[str, JobRun] = field(default_factory=dict)
-    finished: list[JobRun] = field(default_factory=list)
+    finished: deque[JobRun] = field(default_factory=lambda: deque(maxlen=100))  # newest last
     on_event: Callable[[str], None] = lambda _: None
 
     @property

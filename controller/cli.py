@@ -295,6 +295,9 @@ def status(
         _fail(
             [f"no status for environment {env!r} in {state.root} (run: mlgitops sync --env {env})"]
         )
+    from controller.runtimes.cron import read_jobs
+
+    jobs = read_jobs(state.root, env)
     if output == "json":
         doc = {
             "environment": env,
@@ -308,6 +311,7 @@ def status(
                 {"name": name, **rec.get("status", {})}
                 for name, rec in sorted(data.get("models", {}).items())
             ],
+            "jobs": [{"name": name, **rec} for name, rec in jobs.items()],
         }
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         return
@@ -349,6 +353,20 @@ def status(
     )
     for problem in data.get("problems", []):
         out.print(f"  rejected: {problem}", markup=False)
+    if jobs:  # recorded by `mlgitops run`, which runs the batch and monitoring jobs
+        runs = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("JOB", "LAST SCHEDULED", "LAST RUN", "RESULT"):
+            runs.add_column(col, overflow="fold")
+        for name, rec in jobs.items():
+            last = rec.get("lastRun") or {}
+            result = "-" if not last else "ok" if last.get("exitCode") == 0 else "failed"
+            if rec.get("inFlight"):
+                result = f"in flight: {rec['inFlight']['name']}"
+            runs.add_row(
+                name, (rec.get("lastScheduleTime") or "")[:16], last.get("name", "-"), result
+            )
+        out.print()
+        out.print(runs)
 
 
 @app.command()

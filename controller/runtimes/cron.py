@@ -33,7 +33,7 @@ from croniter import croniter
 from controller.api.loader import DesiredState
 from controller.planning.children import Owner, RenderContext, render_batch, render_monitor
 
-__all__ = ["JobRun", "LocalCron"]
+__all__ = ["JobRun", "LocalCron", "read_jobs"]
 
 
 @dataclass(frozen=True)
@@ -226,3 +226,11 @@ class LocalCron:
             )
             outcome = "succeeded" if run.exit_code == 0 else f"failed (exit {run.exit_code})"
             self.on_event(f"{job}: {run.name} {outcome}; log {self.dir / f'{job}.log'}")
+
+
+def read_jobs(state_root: Path, env: str) -> dict[str, dict[str, Any]]:
+    """What ``mlgitops run`` recorded of each job (for status without a running runtime)."""
+    folder = state_root / "envs" / env / "jobs"
+    if not folder.exists():
+        return {}
+    return {p.stem: dict(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))}

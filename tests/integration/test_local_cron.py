@@ -7,7 +7,8 @@ real: the example prod folder, the MLflow store with scikit-learn models, Delta 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from deltalake import DeltaTable, write_deltalake
 from controller.api.loader import DesiredState, load_environment
 from controller.registry.examples import dataset
 from controller.runtimes.cron import LocalCron
+from tests.conftest import Ran
 from tests.helpers import PROJECT, RegistryView
 
 FRAUD = "prod.fraud.fraud_detector"
@@ -85,7 +87,7 @@ def scores(state_dir: Path) -> dict[str, int]:
 
 
 def test_jobs_run_on_schedule_once_each_across_restarts(
-    make_cron: type[LocalCron], state_dir: Path, events: list[str]
+    make_cron: type[LocalCron], state_dir: Path, events: list[str], cli: Callable[..., Ran]
 ) -> None:
     cron = make_cron()
     assert sorted(cron.jobs) == [BATCH, MONITOR]
@@ -116,6 +118,17 @@ def test_jobs_run_on_schedule_once_each_across_restarts(
     assert set(report["window"]) == {first}  # the newest scored batch
     assert len(report) == 30
     assert not report["drifted"].any()
+
+    # `mlgitops status` shows what ran.
+    assert cli("sync", "--env", "prod").code == 0
+    doc = json.loads(cli("status", "--env", "prod", "-o", "json").stdout)
+    jobs = {j["name"]: j for j in doc["jobs"]}
+    assert jobs[BATCH]["lastRun"]["name"] == first
+    assert jobs[MONITOR]["lastRun"]["exitCode"] == 0
+    table = cli("status", "--env", "prod").stdout.splitlines()
+    assert [line.split() for line in table if line.startswith(BATCH)] == [
+        [BATCH, "2026-11-27T11:00", first, "ok"]
+    ]
 
 
 def test_a_run_cut_short_is_retried_under_its_name(

@@ -74,6 +74,28 @@ StateOpt = Annotated[
 ]
 
 
+DataRootOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data-root",
+        help="Where table names that are not absolute live: a directory or an object-store "
+        "prefix (s3://bucket/lake). Default: $MLGITOPS_DATA_ROOT, else <state dir>/tables.",
+        envvar="MLGITOPS_DATA_ROOT",
+        show_default=False,
+    ),
+]
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking/registry URI models are resolved against. Default: "
+        "$MLFLOW_TRACKING_URI, else the embedded store in the state directory.",
+        envvar="MLFLOW_TRACKING_URI",
+        show_default=False,
+    ),
+]
+
+
 def _fail(problems: list[str], code: int = 2) -> NoReturn:
     for line in problems:
         err.print(f"error: {line}", markup=False)
@@ -639,16 +661,7 @@ def batch(
             "columns, prediction, model_name, model_version, batch_id and scored_at.",
         ),
     ],
-    data_root: Annotated[
-        str | None,
-        typer.Option(
-            "--data-root",
-            help="Where table names that are not absolute live: a directory or an object-store "
-            "prefix (s3://bucket/lake). Default: $MLGITOPS_DATA_ROOT, else <state dir>/tables.",
-            envvar="MLGITOPS_DATA_ROOT",
-            show_default=False,
-        ),
-    ] = None,
+    data_root: DataRootOpt = None,
     batch_id: Annotated[
         str | None,
         typer.Option(
@@ -660,16 +673,7 @@ def batch(
             show_default=False,
         ),
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri",
-            help="MLflow tracking/registry URI the model is resolved against. Default: "
-            "$MLFLOW_TRACKING_URI, else the embedded store in the state directory.",
-            envvar="MLFLOW_TRACKING_URI",
-            show_default=False,
-        ),
-    ] = None,
+    tracking_uri: TrackingUriOpt = None,
     chunk_rows: Annotated[
         int,
         typer.Option("--chunk-rows", min=1, help="Rows scored and written per Delta commit."),
@@ -783,26 +787,8 @@ def monitor(
             show_default=False,
         ),
     ] = None,
-    data_root: Annotated[
-        str | None,
-        typer.Option(
-            "--data-root",
-            help="Where table names that are not absolute live. Default: $MLGITOPS_DATA_ROOT, "
-            "else <state dir>/tables.",
-            envvar="MLGITOPS_DATA_ROOT",
-            show_default=False,
-        ),
-    ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri",
-            help="MLflow URI --model is resolved against. Default: $MLFLOW_TRACKING_URI, else "
-            "the embedded store in the state directory.",
-            envvar="MLFLOW_TRACKING_URI",
-            show_default=False,
-        ),
-    ] = None,
+    data_root: DataRootOpt = None,
+    tracking_uri: TrackingUriOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
     """Compare the newest scored batch with a baseline, feature by feature, and record drift.

@@ -25,10 +25,10 @@ from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped]
 import pyarrow as pa  # type: ignore[import-untyped]
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
-from controller.jobs.tables import JobError, one_line, sql_string
+from controller.jobs.tables import JobError, one_line, open_dataset, sql_string, write_window
 from controller.serving.models import resolve
 
 __all__ = ["ADDED_COLUMNS", "BatchResult", "run_batch"]
@@ -50,13 +50,7 @@ class BatchResult:
 
 
 def _chunks(uri: str, chunk_rows: int, storage: dict[str, str] | None) -> Iterator[pd.DataFrame]:
-    try:
-        table = DeltaTable(uri, storage_options=storage)
-    except TableNotFoundError:
-        raise JobError(f"input table {uri} does not exist (no Delta log there)") from None
-    except (DeltaError, OSError) as exc:
-        raise JobError(f"input table {uri}: {one_line(exc)}") from None
-    for batch in table.to_pyarrow_dataset().to_batches(batch_size=chunk_rows):
+    for batch in open_dataset(uri, "input", storage).to_batches(batch_size=chunk_rows):
         if batch.num_rows:
             yield batch.to_pandas()
 
@@ -151,21 +145,16 @@ def run_batch(
         table = pa.Table.from_pandas(out, preserve_index=False).append_column(
             "scored_at", pa.array([scored_at] * len(out), type=pa.timestamp("us", tz="UTC"))
         )
-        try:
-            if rows == 0 and DeltaTable.is_deltatable(output_uri, storage_options):
-                # The run's first write replaces an earlier attempt at this batch, atomically.
-                write_deltalake(
-                    output_uri,
-                    table,
-                    mode="overwrite",
-                    predicate=f"batch_id = {sql_string(batch_id)}",
-                    storage_options=storage_options,
-                )
-            else:
-                write_deltalake(output_uri, table, mode="append", storage_options=storage_options)
-            output_version = DeltaTable(output_uri, storage_options=storage_options).version()
-        except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-            raise JobError(f"output table {output_uri}: {one_line(exc)}") from None
+        # The run's first write replaces an earlier attempt at this batch, atomically.
+        output_version = write_window(
+            output_uri,
+            table,
+            what="output",
+            column="batch_id",
+            value=batch_id,
+            replace=rows == 0,
+            storage_options=storage_options,
+        )
         rows += len(out)
         chunk = next(chunks, None)
     if rows == 0 and DeltaTable.is_deltatable(output_uri, storage_options):

@@ -27,12 +27,10 @@ import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
 from scipy import stats  # type: ignore[import-untyped]
 
 from controller.jobs.batch import ADDED_COLUMNS
-from controller.jobs.tables import JobError, one_line, sql_string
+from controller.jobs.tables import JobError, one_line, open_dataset, write_window
 
 __all__ = ["FeatureDrift", "MonitorResult", "ks", "psi", "run_monitor"]
 
@@ -93,15 +91,6 @@ def ks(baseline: pd.Series, current: pd.Series) -> float:
     return float(stats.ks_2samp(baseline.dropna(), current.dropna()).statistic)
 
 
-def _dataset(uri: str, what: str, storage: dict[str, str] | None) -> Any:
-    try:
-        return DeltaTable(uri, storage_options=storage).to_pyarrow_dataset()
-    except TableNotFoundError:
-        raise JobError(f"{what} table {uri} does not exist (no Delta log there)") from None
-    except (DeltaError, OSError) as exc:
-        raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
-
-
 def _window(dataset: Any) -> tuple[str, pd.DataFrame]:
     """The newest batch of a batch output table (only its rows are read), or the whole table."""
     names = set(dataset.schema.names)
@@ -135,8 +124,8 @@ def run_monitor(
     """
     if method not in ("psi", "ks"):
         raise JobError(f"--method: {method!r} is not psi or ks")
-    baseline = _dataset(baseline_uri, "baseline", storage_options).to_table().to_pandas()
-    newest_id, rows = _window(_dataset(current_uri, "current", storage_options))
+    baseline = open_dataset(baseline_uri, "baseline", storage_options).to_table().to_pandas()
+    newest_id, rows = _window(open_dataset(current_uri, "current", storage_options))
     if rows.empty:
         raise JobError(f"current table {current_uri} has no rows to compare")
     window = window or newest_id or now().strftime("%Y%m%dT%H%M%SZ")
@@ -173,20 +162,15 @@ def run_monitor(
             "checked_at": pa.array([checked_at] * len(found), type=pa.timestamp("us", tz="UTC")),
         }
     )
-    try:
-        if DeltaTable.is_deltatable(report_uri, storage_options):
-            write_deltalake(
-                report_uri,
-                report,
-                mode="overwrite",
-                predicate=f"window = {sql_string(window)}",
-                storage_options=storage_options,
-            )
-        else:
-            write_deltalake(report_uri, report, mode="append", storage_options=storage_options)
-        history = DeltaTable(report_uri, storage_options=storage_options).to_pandas()
-    except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-        raise JobError(f"report table {report_uri}: {one_line(exc)}") from None
+    write_window(
+        report_uri,
+        report,
+        what="report",
+        column="window",
+        value=window,
+        storage_options=storage_options,
+    )
+    history = open_dataset(report_uri, "report", storage_options).to_table().to_pandas()
     result = MonitorResult(
         window=window,
         method=method,

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa  # type: ignore[import-untyped]
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from controller.errors import MlgitopsError
 
-__all__ = ["JobError", "one_line", "sql_string", "table_uri"]
+__all__ = ["JobError", "one_line", "open_dataset", "sql_string", "table_uri", "write_window"]
 
 
 class JobError(MlgitopsError):
@@ -38,3 +43,43 @@ def table_uri(name: str, data_root: str) -> str:
     if "://" in data_root:
         return f"{data_root.rstrip('/')}/{name.lstrip('/')}"
     return str(Path(data_root) / name)
+
+
+def open_dataset(uri: str, what: str, storage_options: dict[str, str] | None = None) -> Any:
+    """The Delta table ``uri`` as a pyarrow dataset (read lazily); :class:`JobError` naming the
+    table as ``what`` when it is missing or unreadable."""
+    try:
+        return DeltaTable(uri, storage_options=storage_options).to_pyarrow_dataset()
+    except TableNotFoundError:
+        raise JobError(f"{what} table {uri} does not exist (no Delta log there)") from None
+    except (DeltaError, OSError) as exc:
+        raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
+
+
+def write_window(
+    uri: str,
+    data: Any,
+    *,
+    what: str,
+    column: str,
+    value: str,
+    replace: bool = True,
+    storage_options: dict[str, str] | None = None,
+) -> int:
+    """Add ``data`` to the Delta table ``uri`` (created when missing) and return its version.
+
+    With ``replace``, the rows whose ``column`` is ``value`` (an earlier attempt at this window)
+    are dropped in the same commit, so a rerun leaves one copy. Raises :class:`JobError` naming
+    the table as ``what``.
+    """
+    try:
+        if replace and DeltaTable.is_deltatable(uri, storage_options):
+            predicate = f"{column} = {sql_string(value)}"
+            write_deltalake(
+                uri, data, mode="overwrite", predicate=predicate, storage_options=storage_options
+            )
+        else:
+            write_deltalake(uri, data, mode="append", storage_options=storage_options)
+        return int(DeltaTable(uri, storage_options=storage_options).version())
+    except (DeltaError, OSError, pa.ArrowInvalid) as exc:
+        raise JobError(f"{what} table {uri}: {one_line(exc)}") from None

@@ -6,6 +6,9 @@ registered version loaded straight from MLflow.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from typer.testing import CliRunner
 from controller.cli import app
 from controller.registry.examples import dataset
 from tests.conftest import Ran
-from tests.helpers import RegistryView
+from tests.helpers import MlflowServer, RegistryView, free_port
 
 FRAUD = "prod.fraud.fraud_detector"
 INPUT, OUTPUT = "prod/fraud/transactions_daily", "prod/fraud/scores_daily"
@@ -150,3 +153,38 @@ def test_an_empty_input_replaces_an_earlier_attempt(
     assert ran.code == 0, ran.stderr
     assert "scored 0 rows" in ran.stdout
     assert len(scores(data_root)) == 0
+
+
+def test_as_the_cronjob_runs_it_against_a_tracking_server(
+    state_dir: Path, registry: RegistryView, data_root: Path, tmp_path: Path
+) -> None:
+    """The pod's command line and environment: the rendered args, a tracking server over HTTP,
+    the data root and the Job's name as the batch id, in a process of its own."""
+    champion(registry, "2")
+    server = MlflowServer(state_dir / "mlflow.db", tmp_path / "server-artifacts", free_port())
+    server.start()
+    try:
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": server.url,
+            "MLGITOPS_DATA_ROOT": str(data_root),
+            "MLGITOPS_BATCH_ID": "fraud-detector-batch-29929620",
+            "MLGITOPS_STATE_DIR": str(tmp_path / "pod-state"),
+        }
+        env.pop("MLFLOW_REGISTRY_URI", None)
+        args = ["batch", "--model", f"models:/{FRAUD}@champion", "--input", INPUT]
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("mlgitops")), *args, "--output", OUTPUT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "batch fraud-detector-batch-29929620: scored 100 rows" in done.stdout
+    out = scores(data_root)
+    assert set(out["batch_id"]) == {"fraud-detector-batch-29929620"}
+    assert set(out["model_version"]) == {"2"}
+    assert not (tmp_path / "pod-state").exists()  # a pod's read-only root: nothing written there

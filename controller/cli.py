@@ -385,7 +385,7 @@ def status(
             if rec.get("inFlight"):
                 result = f"in flight: {rec['inFlight']['name']}"
             runs.add_row(
-                name, (rec.get("lastScheduleTime") or "")[:16], last.get("name", "-"), result
+                name, (rec.get("lastScheduleTime") or "-")[:16], last.get("name", "-"), result
             )
         out.print()
         out.print(runs)

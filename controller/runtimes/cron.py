@@ -118,7 +118,7 @@ class LocalCron:
             due = self._due(job, now)
             if due is None:
                 continue
-            self._remember(job.name, due)
+            self._record(job.name, lastScheduleTime=due.isoformat())
             if job.name in self.running:  # concurrencyPolicy: Forbid
                 self.on_event(
                     f"{job.name}: run for {due.isoformat()} skipped, previous still going"
@@ -164,24 +164,21 @@ class LocalCron:
 
     def _due(self, job: _Job, now: dt.datetime) -> dt.datetime | None:
         """The newest scheduled time in (last scheduled, now], or None."""
-        last = self.last(job.name).get("lastScheduleTime")
+        record = self.last(job.name)
+        last = record.get("lastScheduleTime") or record.get("since")
         if last is None:
             # A new job starts from now: a CronJob created at 11:05 does not run the 11:00 batch.
-            self._remember(job.name, now.replace(second=0, microsecond=0))
+            self._record(job.name, since=now.replace(second=0, microsecond=0).isoformat())
             return None
         newest = croniter(job.schedule, now).get_prev(dt.datetime)
         return newest if newest > dt.datetime.fromisoformat(last) else None
 
-    def _remember(self, job: str, scheduled: dt.datetime, **extra: Any) -> None:
-        data = {**self.last(job), "lastScheduleTime": scheduled.isoformat(), **extra}
+    def _record(self, job: str, **fields: Any) -> None:
+        data = {**self.last(job), **fields}
         path = self.dir / f"{job}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
         os.replace(tmp, path)
-
-    def _last_scheduled(self, job: str, default: dt.datetime) -> dt.datetime:
-        last = self.last(job).get("lastScheduleTime")
-        return dt.datetime.fromisoformat(last) if last else default
 
     def _start(self, job: _Job, scheduled: dt.datetime) -> JobRun:
         name = f"{job.name}-{int(scheduled.timestamp()) // 60}"
@@ -203,11 +200,7 @@ class LocalCron:
         log.close()
         run = JobRun(job.name, name, scheduled.isoformat(), proc=proc)
         self.running[job.name] = run
-        self._remember(
-            job.name,
-            self._last_scheduled(job.name, scheduled),
-            inFlight={"name": name, "scheduled": scheduled.isoformat()},
-        )
+        self._record(job.name, inFlight={"name": name, "scheduled": scheduled.isoformat()})
         self.on_event(f"{job.name}: started {name}")
         return run
 
@@ -218,9 +211,8 @@ class LocalCron:
             run.exit_code = run.proc.returncode
             del self.running[job]
             self.finished.append(run)
-            self._remember(
+            self._record(
                 job,
-                self._last_scheduled(job, dt.datetime.fromisoformat(run.scheduled)),
                 inFlight=None,
                 lastRun={"name": run.name, "scheduled": run.scheduled, "exitCode": run.exit_code},
             )

@@ -92,6 +92,7 @@ def test_jobs_run_on_schedule_once_each_across_restarts(
     cron = make_cron()
     assert sorted(cron.jobs) == [BATCH, MONITOR]
     assert cron.tick(at(DAY1, 10, 59, 30)) == []  # first sight: a new CronJob does not backfill
+    assert cron.last(BATCH) == {"since": at(DAY1, 10, 59).isoformat()}  # nothing scheduled yet
     [run] = cron.tick(at(DAY1, 11, 0, 5))
     first = job_name(BATCH, at(DAY1, 11))
     assert (run.job, run.name) == (BATCH, first)

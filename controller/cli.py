@@ -108,6 +108,15 @@ def _problems(error: MlgitopsError) -> list[str]:
     return [str(error)]
 
 
+def _tracking_uri(given: str | None, state: StateDir) -> str:
+    """``given``, else the embedded store in the state directory (created on first use)."""
+    if given is not None:
+        return given
+    from controller.registry import embedded_tracking_uri  # slow import
+
+    return embedded_tracking_uri(state.root)
+
+
 def _registry_factory(state: StateDir) -> Callable[[str | None], Registry]:
     def factory(tracking_uri: str | None) -> Registry:
         from controller.registry import MlflowRegistry, embedded_tracking_uri  # slow import
@@ -691,11 +700,8 @@ def batch(
     from controller.jobs.tables import table_uri
 
     state = StateDir(resolve_state_dir(state_dir))
-    if tracking_uri is None:
-        from controller.registry import embedded_tracking_uri
-
-        tracking_uri = embedded_tracking_uri(state.root)
-    root = data_root or str(state.root / "tables")
+    tracking_uri = _tracking_uri(tracking_uri, state)
+    root = data_root or str(state.tables)
     started = dt.datetime.now(dt.UTC)
     batch_id = batch_id or started.strftime("%Y%m%dT%H%M%SZ")
     from controller.jobs.batch import run_batch
@@ -808,15 +814,11 @@ def monitor(
     if retrain_violations is not None and retrain_violations > retrain_windows:
         _fail(["--retrain-violations: cannot exceed --retrain-windows"])
     state = StateDir(resolve_state_dir(state_dir))
-    root = data_root or str(state.root / "tables")
+    root = data_root or str(state.tables)
     try:
         features = None
         if model is not None:
-            if tracking_uri is None:
-                from controller.registry import embedded_tracking_uri
-
-                tracking_uri = embedded_tracking_uri(state.root)
-            features = signature_features(model, tracking_uri)
+            features = signature_features(model, _tracking_uri(tracking_uri, state))
         current_uri = table_uri(current, root)
         result = run_monitor(
             baseline_uri=table_uri(baseline, root),

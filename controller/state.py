@@ -35,6 +35,11 @@ class StateDir:
     def git_cache(self) -> Path:
         return self.root / "git"
 
+    @property
+    def tables(self) -> Path:
+        """Where relative table names live when neither the Environment nor a flag says."""
+        return self.root / "tables"
+
     def env_dir(self, env: str) -> Path:
         path = self.root / "envs" / env
         path.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ class BatchResult:
     batch_id: str
     rows: int
     output: str
-    output_version: int | None  # the Delta table version after the last write; None: no rows
+    output_version: int | None  # the Delta table version after the run; None: no table yet
 
 
 def _chunks(uri: str, chunk_rows: int, storage: dict[str, str] | None) -> Iterator[pd.DataFrame]:
@@ -79,6 +79,15 @@ def _prediction_columns(predictions: Any, rows: int) -> dict[str, Any]:
     return columns
 
 
+def use_tracking_uri(uri: str | None) -> None:
+    """Make ``uri`` this process's MLflow tracking and registry URI (None: MLflow's default)."""
+    if uri is not None:
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+
+
 def run_batch(
     *,
     model_uri: str,
@@ -101,12 +110,9 @@ def run_batch(
         raise JobError("the batch id is empty")
     chunks = _chunks(input_uri, chunk_rows, storage_options)
     first = next(chunks, None)  # a missing input fails before the model is loaded
-    import mlflow
     import mlflow.pyfunc
 
-    if tracking_uri is not None:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+    use_tracking_uri(tracking_uri)
     try:
         resolved_uri, name, version = resolve(model_uri)
     except Exception as exc:  # MLflow's own exceptions; the registry adapter names them
@@ -146,7 +152,7 @@ def run_batch(
             "scored_at", pa.array([scored_at] * len(out), type=pa.timestamp("us", tz="UTC"))
         )
         # The run's first write replaces an earlier attempt at this batch, atomically.
-        output_version = write_window(
+        write_window(
             output_uri,
             table,
             what="output",
@@ -157,10 +163,11 @@ def run_batch(
         )
         rows += len(out)
         chunk = next(chunks, None)
-    if rows == 0 and DeltaTable.is_deltatable(output_uri, storage_options):
-        try:  # an empty input still replaces an earlier attempt at this batch
+    if DeltaTable.is_deltatable(output_uri, storage_options):
+        try:
             existing = DeltaTable(output_uri, storage_options=storage_options)
-            existing.delete(f"batch_id = {sql_string(batch_id)}")
+            if rows == 0:  # an empty input still replaces an earlier attempt at this batch
+                existing.delete(f"batch_id = {sql_string(batch_id)}")
             output_version = existing.version()
         except (DeltaError, OSError) as exc:
             raise JobError(f"output table {output_uri}: {one_line(exc)}") from None

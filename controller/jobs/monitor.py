@@ -29,7 +29,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 from scipy import stats  # type: ignore[import-untyped]
 
-from controller.jobs.batch import ADDED_COLUMNS
+from controller.jobs.batch import ADDED_COLUMNS, use_tracking_uri
 from controller.jobs.tables import JobError, one_line, open_dataset, write_window
 
 __all__ = ["FeatureDrift", "MonitorResult", "ks", "psi", "run_monitor"]
@@ -194,14 +194,11 @@ def run_monitor(
 def signature_features(model_uri: str, tracking_uri: str | None = None) -> list[str] | None:
     """The input column names of the model's signature (reads its MLmodel file, not the model);
     None when it has no signature. Resolves an alias as batch inference does."""
-    import mlflow
     import mlflow.models
 
     from controller.serving.models import resolve
 
-    if tracking_uri is not None:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+    use_tracking_uri(tracking_uri)
     try:
         resolved_uri, _, _ = resolve(model_uri)
         signature = mlflow.models.get_model_info(resolved_uri).signature

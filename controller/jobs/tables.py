@@ -65,8 +65,8 @@ def write_window(
     value: str,
     replace: bool = True,
     storage_options: dict[str, str] | None = None,
-) -> int:
-    """Add ``data`` to the Delta table ``uri`` (created when missing) and return its version.
+) -> None:
+    """Add ``data`` to the Delta table ``uri`` (created when missing), in one commit.
 
     With ``replace``, the rows whose ``column`` is ``value`` (an earlier attempt at this window)
     are dropped in the same commit, so a rerun leaves one copy. Raises :class:`JobError` naming
@@ -80,6 +80,5 @@ def write_window(
             )
         else:
             write_deltalake(uri, data, mode="append", storage_options=storage_options)
-        return int(DeltaTable(uri, storage_options=storage_options).version())
     except (DeltaError, OSError, pa.ArrowInvalid) as exc:
         raise JobError(f"{what} table {uri}: {one_line(exc)}") from None

@@ -109,12 +109,19 @@ _SECURITY: Obj = {
 }
 
 
-def _pod(ctx: RenderContext, *, args: list[str], restart: str | None = None, **extra: Any) -> Obj:
+def _pod(
+    ctx: RenderContext,
+    *,
+    args: list[str],
+    restart: str | None = None,
+    env: list[Obj] | None = None,
+    **extra: Any,
+) -> Obj:
     container: Obj = {
         "name": "main",
         "image": ctx.image,
         "args": args,
-        "env": _env(ctx),
+        "env": _env(ctx) + (env or []),
         "securityContext": _SECURITY,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         **extra,
@@ -198,7 +205,20 @@ def render_serving(
     return [deployment, service]
 
 
-def _cronjob(owner: Owner, role: str, schedule: str, args: list[str], ctx: RenderContext) -> Obj:
+def job_container(cronjob: Obj) -> Obj:
+    """The one container of a rendered CronJob's pod template."""
+    container: Obj = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def _cronjob(
+    owner: Owner,
+    role: str,
+    schedule: str,
+    args: list[str],
+    ctx: RenderContext,
+    env: list[Obj] | None = None,
+) -> Obj:
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -214,7 +234,7 @@ def _cronjob(owner: Owner, role: str, schedule: str, args: list[str], ctx: Rende
                     "backoffLimit": 2,
                     "template": {
                         "metadata": {"labels": _labels(owner, role)},
-                        "spec": _pod(ctx, args=args, restart="Never"),
+                        "spec": _pod(ctx, args=args, restart="Never", env=env),
                     },
                 },
             },
@@ -238,19 +258,13 @@ def render_batch(
         "--output",
         batch.output,
     ]
-    cronjob = _cronjob(owner, "batch", batch.schedule, args, ctx)
     # The batch id is the Job's name: a pod Kubernetes retries within one Job replaces that
     # Job's rows instead of adding a second copy (see controller/jobs/batch.py).
-    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    container["env"].append(
-        {
-            "name": "MLGITOPS_BATCH_ID",
-            "valueFrom": {
-                "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}
-            },
-        }
-    )
-    return [cronjob]
+    batch_id = {
+        "name": "MLGITOPS_BATCH_ID",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}},
+    }
+    return [_cronjob(owner, "batch", batch.schedule, args, ctx, env=[batch_id])]
 
 
 def render_monitor(

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,14 @@ from typing import Any
 from croniter import croniter
 
 from controller.api.loader import DesiredState
-from controller.planning.children import Owner, RenderContext, render_batch, render_monitor
+from controller.planning.children import (
+    Owner,
+    RenderContext,
+    job_container,
+    render_batch,
+    render_monitor,
+)
+from controller.state import StateDir
 
 __all__ = ["JobRun", "LocalCron", "read_jobs"]
 
@@ -71,7 +77,7 @@ def _jobs(desired: DesiredState, data_root: str, tracking_uri: str) -> dict[str,
             *render_batch(owner, spec, model, ctx),
             *render_monitor(owner, spec, model, ctx),
         ]:
-            [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+            container = job_container(cronjob)
             env = tuple((e["name"], e["value"]) for e in container["env"] if "value" in e)
             name = cronjob["metadata"]["name"]
             out[name] = _Job(name, cronjob["spec"]["schedule"], tuple(container["args"]), env)
@@ -87,7 +93,7 @@ class LocalCron:
     tracking_uri: str
     jobs: dict[str, _Job] = field(default_factory=dict)
     running: dict[str, JobRun] = field(default_factory=dict)
-    finished: deque[JobRun] = field(default_factory=lambda: deque(maxlen=100))  # newest last
+    _records: dict[str, dict[str, Any]] = field(default_factory=dict)  # the files, read once
     on_event: Callable[[str], None] = lambda _: None
 
     @property
@@ -98,7 +104,7 @@ class LocalCron:
 
     def apply(self, desired: DesiredState) -> None:
         """Adopt the jobs of ``desired``; a job Git dropped starts no new run."""
-        root = desired.environment.spec.data_root or str(self.state_root / "tables")
+        root = desired.environment.spec.data_root or str(StateDir(self.state_root).tables)
         self.jobs = _jobs(desired, root, self.tracking_uri)
 
     def tick(self, now: dt.datetime | None = None) -> list[JobRun]:
@@ -156,9 +162,14 @@ class LocalCron:
         self.running.clear()
 
     def last(self, job: str) -> dict[str, Any]:
-        """What the state directory remembers of ``job``: last scheduled time, last run."""
-        path = self.dir / f"{job}.json"
-        return dict(json.loads(path.read_text())) if path.exists() else {}
+        """What the state directory remembers of ``job``: last scheduled time, last run.
+
+        Read from the file once per process; every change is written through (``_record``).
+        """
+        if job not in self._records:
+            path = self.dir / f"{job}.json"
+            self._records[job] = dict(json.loads(path.read_text())) if path.exists() else {}
+        return dict(self._records[job])
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -174,7 +185,7 @@ class LocalCron:
         return newest if newest > dt.datetime.fromisoformat(last) else None
 
     def _record(self, job: str, **fields: Any) -> None:
-        data = {**self.last(job), **fields}
+        data = self._records[job] = {**self.last(job), **fields}
         path = self.dir / f"{job}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
@@ -210,7 +221,6 @@ class LocalCron:
                 continue
             run.exit_code = run.proc.returncode
             del self.running[job]
-            self.finished.append(run)
             self._record(
                 job,
                 inFlight=None,

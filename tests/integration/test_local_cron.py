@@ -55,7 +55,7 @@ def events() -> list[str]:
 @pytest.fixture
 def make_cron(
     state_dir: Path, registry: RegistryView, events: list[str]
-) -> Iterator[type[LocalCron]]:
+) -> Iterator[Callable[..., LocalCron]]:
     registry.client.set_registered_model_alias(FRAUD, "champion", "2")
     features, _ = dataset("classifier")
     tables = state_dir / "tables"
@@ -69,14 +69,14 @@ def make_cron(
         cron = LocalCron(
             env="prod",
             state_root=state_dir,
-            tracking_uri=f"sqlite:///{state_dir / 'mlflow.db'}",
+            tracking_uri=registry.uri,
             on_event=events.append,
         )
         cron.apply(desired(batch_schedule))
         made.append(cron)
         return cron
 
-    yield make  # type: ignore[misc]
+    yield make
     for cron in made:
         cron.stop_all(timeout=5)
 
@@ -87,7 +87,7 @@ def scores(state_dir: Path) -> dict[str, int]:
 
 
 def test_jobs_run_on_schedule_once_each_across_restarts(
-    make_cron: type[LocalCron], state_dir: Path, events: list[str], cli: Callable[..., Ran]
+    make_cron: Callable[..., LocalCron], state_dir: Path, events: list[str], cli: Callable[..., Ran]
 ) -> None:
     cron = make_cron()
     assert sorted(cron.jobs) == [BATCH, MONITOR]
@@ -133,7 +133,7 @@ def test_jobs_run_on_schedule_once_each_across_restarts(
 
 
 def test_a_run_cut_short_is_retried_under_its_name(
-    make_cron: type[LocalCron], state_dir: Path, events: list[str]
+    make_cron: Callable[..., LocalCron], state_dir: Path, events: list[str]
 ) -> None:
     cron = make_cron()
     cron.tick(at(DAY1, 10))
@@ -153,9 +153,9 @@ def test_a_run_cut_short_is_retried_under_its_name(
 
 
 def test_a_run_still_going_skips_the_next_tick(
-    make_cron: type[LocalCron], state_dir: Path, events: list[str]
+    make_cron: Callable[..., LocalCron], state_dir: Path, events: list[str]
 ) -> None:
-    cron = make_cron(batch_schedule="* * * * *")  # type: ignore[call-arg]
+    cron = make_cron(batch_schedule="* * * * *")
     cron.tick(at(DAY1, 10))
     [run] = cron.tick(at(DAY1, 10, 1, 1))
     # The 10:02 run is due while the 10:01 one still goes (it takes seconds): Forbid skips it.

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from controller.api.documents import ModelDeployment
 from controller.cli import app
-from controller.planning.children import Owner, RenderContext, render_children
+from controller.planning.children import Owner, RenderContext, job_container, render_children
 from controller.registry.examples import dataset
 from tests.conftest import Ran
 from tests.helpers import PROJECT, RegistryView
@@ -32,30 +32,33 @@ def cronjob_args(role: str) -> list[str]:
     ctx = RenderContext("prod", "image", None)
     children = render_children(Owner("fraud-detector", "uid", "ml-prod"), md.spec, FRAUD, ctx)
     [job] = [c for c in children if c["metadata"]["name"] == f"fraud-detector-{role}"]
-    return list(job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
+    return list(job_container(job)["args"])
 
 
 @pytest.fixture
-def run(state_dir: Path, tmp_path: Path, registry: RegistryView) -> Callable[..., Ran]:
-    registry.client.set_registered_model_alias(FRAUD, "champion", "2")
+def lake(tmp_path: Path) -> Path:
+    """The data root, holding the baseline the monitor compares with."""
     root = tmp_path / "lake"
     features, _ = dataset("classifier")
     write_deltalake(str(root / "prod/fraud/training_baseline"), features)
+    return root
+
+
+@pytest.fixture
+def run(lake: Path, registry: RegistryView) -> Callable[..., Ran]:
+    registry.client.set_registered_model_alias(FRAUD, "champion", "2")
 
     def invoke(*args: str) -> Ran:
         # Explicit: seeding the session's store set $MLFLOW_TRACKING_URI in this process.
-        uri = f"sqlite:///{state_dir / 'mlflow.db'}"
-        argv = [*args, "--data-root", str(root), "--tracking-uri", uri]
+        argv = [*args, "--data-root", str(lake), "--tracking-uri", registry.uri]
         result = CliRunner().invoke(app, argv, catch_exceptions=False)
         return Ran(result.exit_code, result.stdout, result.stderr)
 
-    invoke.root = root  # type: ignore[attr-defined]
     return invoke
 
 
-def score(run: Callable[..., Ran], batch_id: str, frame: pd.DataFrame) -> None:
-    root: Path = run.root  # type: ignore[attr-defined]
-    write_deltalake(str(root / "prod/fraud/transactions_daily"), frame, mode="overwrite")
+def score(run: Callable[..., Ran], lake: Path, batch_id: str, frame: pd.DataFrame) -> None:
+    write_deltalake(str(lake / "prod/fraud/transactions_daily"), frame, mode="overwrite")
     ran = run(*cronjob_args("batch"), "--batch-id", batch_id)
     assert ran.code == 0, ran.stderr
 
@@ -67,12 +70,12 @@ def shifted(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out
 
 
-def test_drift_per_window_and_retraining_after_n_of_m(run: Callable[..., Ran]) -> None:
+def test_drift_per_window_and_retraining_after_n_of_m(run: Callable[..., Ran], lake: Path) -> None:
     features, _ = dataset("classifier")
     same = features.sample(300, random_state=1)
     drift = shifted(features.sample(300, random_state=2), ["mean_radius", "worst_area"])
 
-    score(run, "b1", same)
+    score(run, lake, "b1", same)
     first = run(*cronjob_args("monitor"))
     assert first.code == 0, first.stderr
     assert "window b1: 30 features compared by psi (threshold 0.2) on 300 rows; no drift" in (
@@ -80,7 +83,7 @@ def test_drift_per_window_and_retraining_after_n_of_m(run: Callable[..., Ran]) -
     )
     assert "retraining not due: 0 of the last 1 windows drifted (due at 2)" in first.stdout
 
-    score(run, "b2", drift)
+    score(run, lake, "b2", drift)
     second = run(*cronjob_args("monitor"))
     assert second.code == 0, second.stderr  # drift is a finding, not a failure
     assert "window b2: 30 features compared by psi" in second.stdout
@@ -91,12 +94,11 @@ def test_drift_per_window_and_retraining_after_n_of_m(run: Callable[..., Ran]) -
     again = run(*cronjob_args("monitor"))  # a retried Job: the window counts once
     assert "retraining not due: 1 of the last 2 windows drifted" in again.stdout
 
-    score(run, "b3", drift)
+    score(run, lake, "b3", drift)
     third = run(*cronjob_args("monitor"))
     assert "retraining due: 2 of the last 3 windows drifted (due at 2)" in third.stdout
 
-    root: Path = run.root  # type: ignore[attr-defined]
-    report = DeltaTable(str(root / "prod/fraud/scores_daily_drift")).to_pandas()
+    report = DeltaTable(str(lake / "prod/fraud/scores_daily_drift")).to_pandas()
     assert report.groupby("window").size().to_dict() == {"b1": 30, "b2": 30, "b3": 30}
     drifted = report[report.drifted]
     assert set(drifted["window"]) == {"b2", "b3"}
@@ -108,7 +110,7 @@ def test_drift_per_window_and_retraining_after_n_of_m(run: Callable[..., Ran]) -
     assert "features compared by ks (threshold 0.2) on 300 rows; 2 drifted" in ks.stdout
 
 
-def test_bad_input_is_one_line(run: Callable[..., Ran]) -> None:
+def test_bad_input_is_one_line(run: Callable[..., Ran], lake: Path) -> None:
     args = cronjob_args("monitor")
     no_current = run(*args[: args.index("--current")])
     assert no_current.code == 2
@@ -116,11 +118,10 @@ def test_bad_input_is_one_line(run: Callable[..., Ran]) -> None:
         "error: --current: required (the monitoring CronJob passes batchInference.output)\n"
     )
 
-    root: Path = run.root  # type: ignore[attr-defined]
     missing = run(*args)  # no batch has run: the batch output table does not exist yet
     assert missing.code == 2
     assert missing.stderr == (
-        f"error: monitor: current table {root / 'prod/fraud/scores_daily'} does not exist "
+        f"error: monitor: current table {lake / 'prod/fraud/scores_daily'} does not exist "
         "(no Delta log there)\n"
     )
 

@@ -17,6 +17,7 @@ from controller.planning.children import (
     Owner,
     RenderContext,
     child_name,
+    job_container,
     render_children,
     render_training_job,
 )
@@ -129,7 +130,7 @@ def test_serving_pins_versions_in_the_pod_template_and_never_drops_capacity() ->
 
 def test_monitor_compares_the_batch_output_with_the_baseline() -> None:
     [monitor] = [o for o in render() if o["metadata"]["name"] == "fraud-detector-monitor"]
-    args = monitor["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = job_container(monitor)["args"]
     assert args == [
         "monitor",
         "--model",
@@ -152,14 +153,11 @@ def test_monitor_compares_the_batch_output_with_the_baseline() -> None:
 
 def test_batch_loads_champion_at_run_time() -> None:
     batch = render()[2]
-    args = batch["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = job_container(batch)["args"]
     assert args[:3] == ["batch", "--model", "models:/prod.fraud.fraud_detector@champion"]
     assert batch["spec"]["schedule"] == "0 11 * * *"
     assert batch["spec"]["concurrencyPolicy"] == "Forbid"
-    env = {
-        e["name"]: e
-        for e in batch["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
+    env = {e["name"]: e for e in job_container(batch)["env"]}
     # A retried pod of one Job gets the same batch id, so it replaces, not repeats, the batch.
     assert env["MLGITOPS_BATCH_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['batch.kubernetes.io/job-name']"
@@ -172,7 +170,7 @@ def test_batch_loads_champion_at_run_time() -> None:
         for o in render_children(OWNER, md.spec, "prod.fraud.fraud_detector", lake)
         if o["metadata"]["name"] == "fraud-detector-batch"
     ]
-    env = with_root["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    env = job_container(with_root)["env"]
     assert {"name": "MLGITOPS_DATA_ROOT", "value": "s3://lake/prod"} in env
 
 

@@ -37,7 +37,7 @@ RUN groupadd --system --gid 10001 mlgitops \
       --shell /usr/sbin/nologin mlgitops \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/mlgitops
 COPY --from=builder /opt/venv /opt/venv
-# The venv's bin must be on PATH: `mlflow models serve` shells out to uvicorn (DESIGN.md 6).
+# The venv's bin must be on PATH: `mlflow models serve` shells out to uvicorn.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

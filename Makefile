@@ -18,15 +18,15 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP) ## create .venv and install mlgitops with its dev tools (pinned)
 
 test: setup lint typecheck ## lint, type-check, then every test (e2e runs only when KUBECONFIG is set)
-	@$(PY) -m compileall -q controller tests bench > /dev/null  # the tests start many processes
+	@$(PY) -m compileall -q controller tests bench examples > /dev/null  # the tests start many processes
 	$(PY) -m pytest -q
 
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
 lint: setup
-	$(VENV)/bin/ruff check controller tests bench
-	$(VENV)/bin/ruff format --check controller tests bench
+	$(VENV)/bin/ruff check controller tests bench examples
+	$(VENV)/bin/ruff format --check controller tests bench examples
 	$(VENV)/bin/lint-imports
 
 typecheck: setup
@@ -36,7 +36,7 @@ manifests: setup ## regenerate manifests/crds from controller/api
 	$(PY) -m controller.api.crd manifests/crds
 
 demo: setup ## the main job on embedded defaults: a demo workspace, sync, promote, revert
-	$(PY) -m controller.demo
+	$(PY) -m examples.demo
 
 bench: setup
 	$(PY) bench/sync_scale.py

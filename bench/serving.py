@@ -1,7 +1,7 @@
 """Model serving: ``mlgitops serve`` against MLflow's own ``mlflow models serve``, same model, same load.
 
 Both servers serve ``models:/bench.fraud.fraud_detector/2`` (a scikit-learn pipeline on the
-breast-cancer dataset, from ``controller.registry.examples.seed``) with the same number of
+breast-cancer dataset, from ``examples.models.seed``) with the same number of
 workers, on loopback. A load generator in a second process (raw HTTP/1.1 keep-alive on asyncio,
 cheap enough not to be the bottleneck) sends the same bounded number of requests with the same
 fixed payload at a fixed concurrency. Rounds alternate between the servers, so drift in the
@@ -229,7 +229,7 @@ def main() -> int:
         work = Path(tmp.name)
 
     started = time.monotonic()
-    from controller.registry.examples import EXAMPLES, dataset, seed
+    from examples.models import EXAMPLES, dataset, seed
 
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     seed(

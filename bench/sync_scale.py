@@ -37,8 +37,9 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 import yaml
 from mlflow import MlflowClient
 
+from controller.engine import SyncResult, load_desired, reconcile
 from controller.planning import VALIDATION_TAG, Observed, plan, versions_to_inspect
-from controller.reconcile import Registry, SyncResult, load_desired, reconcile
+from controller.planning.ports import Registry
 from controller.registry import MlflowRegistry
 from controller.sources import GitSource
 from controller.state import StateDir

@@ -61,3 +61,21 @@ class RegistryUnavailable(Unavailable):
 
 class Busy(MlgitopsError):
     """Another mlgitops process holds the environment's lock."""
+
+
+class JobError(MlgitopsError):
+    """A job cannot run as asked: a missing table or alias, or data the model refuses."""
+
+
+def one_line(exc: BaseException | str, *, lines: int = 1, limit: int = 500) -> str:
+    """An error as one short line: MLflow's, deltalake's and requests' messages run to pages.
+
+    The first ``lines`` non-blank lines of the message (an ``MlflowException``'s ``message``
+    rather than its repr), joined, at most ``limit`` characters; the exception's type when it
+    says nothing.
+    """
+    text = exc if isinstance(exc, str) else str(getattr(exc, "message", None) or exc)
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not kept:
+        return type(exc).__name__ if not isinstance(exc, str) else ""
+    return " ".join(kept[:lines])[:limit]

@@ -69,7 +69,15 @@ class StateDir:
         return data
 
     def save_status(self, env: str, data: dict[str, Any]) -> None:
-        path = self.env_dir(env) / "status.json"
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json(self.env_dir(env) / "status.json", data)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically: a temporary file beside it, then a rename.
+
+    A reader, or a crash mid-write, sees the old file or the new one, never half of one. The
+    temporary file is hidden and has no ``.json`` suffix, so globs of ``*.json`` never see it.
+    """
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -26,7 +26,7 @@ CATALOGS = ("dev", "staging", "prod")
 @pytest.fixture(scope="session")
 def seeded_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with ``mlflow.db`` holding fraud/churn versions 1..3 in every catalog."""
-    from controller.registry.examples import seed
+    from examples.models import seed
 
     root = tmp_path_factory.mktemp("seeded")
     seed(

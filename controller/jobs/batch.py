@@ -11,8 +11,8 @@ name as the id) or a run repeated by hand leaves one copy of the batch, never tw
 read and scored in chunks of ``chunk_rows``, one Delta commit each, so memory stays bounded; a run
 that dies between chunks leaves a partial batch until it is run again, which replaces it whole.
 
-This module imports ``mlflow.pyfunc`` (to load the model) and deltalake; the registry adapter
-still does the alias resolution.
+The model is resolved and loaded through ``controller.registry.models`` and the tables are read
+and written through ``controller.lake``: this module holds only the job's logic.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped]
 import pyarrow as pa  # type: ignore[import-untyped]
-from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError
 
-from controller.jobs.tables import JobError, one_line, open_dataset, sql_string, write_window
-from controller.serving.models import resolve
+from controller.errors import JobError, one_line
+from controller.lake.tables import finish_window, open_dataset, write_window
 
 __all__ = ["ADDED_COLUMNS", "BatchResult", "run_batch"]
 
@@ -79,15 +77,6 @@ def _prediction_columns(predictions: Any, rows: int) -> dict[str, Any]:
     return columns
 
 
-def use_tracking_uri(uri: str | None) -> None:
-    """Make ``uri`` this process's MLflow tracking and registry URI (None: MLflow's default)."""
-    if uri is not None:
-        import mlflow
-
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
-
-
 def run_batch(
     *,
     model_uri: str,
@@ -110,22 +99,22 @@ def run_batch(
         raise JobError("the batch id is empty")
     chunks = _chunks(input_uri, chunk_rows, storage_options)
     first = next(chunks, None)  # a missing input fails before the model is loaded
-    import mlflow.pyfunc
+    from controller.registry import models  # imports mlflow: only once the input is there
 
-    use_tracking_uri(tracking_uri)
+    models.use_tracking_uri(tracking_uri)
     try:
-        resolved_uri, name, version = resolve(model_uri)
+        resolved_uri, name, version = models.resolve(model_uri)
     except Exception as exc:  # MLflow's own exceptions; the registry adapter names them
         raise JobError(f"cannot resolve {model_uri}: {one_line(exc)}") from None
     try:
-        model = mlflow.pyfunc.load_model(resolved_uri)
+        model = models.load_pyfunc(resolved_uri)
     except Exception as exc:
         raise JobError(f"cannot load {resolved_uri}: {one_line(exc)}") from None
     schema = model.metadata.get_input_schema()
     needed = [n for n in (schema.input_names() if schema is not None else []) if isinstance(n, str)]
     log.info("scoring %s with %s (resolved from %s)", input_uri, resolved_uri, model_uri)
     scored_at = now().astimezone(dt.UTC)
-    rows, output_version = 0, None
+    rows = 0
     chunk = first
     while chunk is not None:
         clash = [c for c in chunk.columns if c in ADDED_COLUMNS or str(c).startswith("prediction_")]
@@ -163,14 +152,15 @@ def run_batch(
         )
         rows += len(out)
         chunk = next(chunks, None)
-    if DeltaTable.is_deltatable(output_uri, storage_options):
-        try:
-            existing = DeltaTable(output_uri, storage_options=storage_options)
-            if rows == 0:  # an empty input still replaces an earlier attempt at this batch
-                existing.delete(f"batch_id = {sql_string(batch_id)}")
-            output_version = existing.version()
-        except (DeltaError, OSError) as exc:
-            raise JobError(f"output table {output_uri}: {one_line(exc)}") from None
+    # An empty input still replaces an earlier attempt at this batch.
+    output_version = finish_window(
+        output_uri,
+        what="output",
+        column="batch_id",
+        value=batch_id,
+        clear=rows == 0,
+        storage_options=storage_options,
+    )
     return BatchResult(
         model=name,
         version=version,

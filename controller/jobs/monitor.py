@@ -29,8 +29,9 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 from scipy import stats  # type: ignore[import-untyped]
 
-from controller.jobs.batch import ADDED_COLUMNS, use_tracking_uri
-from controller.jobs.tables import JobError, one_line, open_dataset, write_window
+from controller.errors import JobError, one_line
+from controller.jobs.batch import ADDED_COLUMNS
+from controller.lake.tables import open_dataset, write_window
 
 __all__ = ["FeatureDrift", "MonitorResult", "ks", "psi", "run_monitor"]
 
@@ -194,16 +195,11 @@ def run_monitor(
 def signature_features(model_uri: str, tracking_uri: str | None = None) -> list[str] | None:
     """The input column names of the model's signature (reads its MLmodel file, not the model);
     None when it has no signature. Resolves an alias as batch inference does."""
-    import mlflow.models
+    from controller.registry import models  # imports mlflow
 
-    from controller.serving.models import resolve
-
-    use_tracking_uri(tracking_uri)
+    models.use_tracking_uri(tracking_uri)
     try:
-        resolved_uri, _, _ = resolve(model_uri)
-        signature = mlflow.models.get_model_info(resolved_uri).signature
+        resolved_uri, _, _ = models.resolve(model_uri)
+        return models.signature_inputs(resolved_uri)
     except Exception as exc:  # MLflow's own exceptions
         raise JobError(f"cannot read the signature of {model_uri}: {one_line(exc)}") from None
-    if signature is None or signature.inputs is None:
-        return None
-    return [n for n in signature.inputs.input_names() if isinstance(n, str)]

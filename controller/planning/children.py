@@ -338,3 +338,25 @@ def render_children(
         *render_batch(owner, spec, model, ctx),
         *render_monitor(owner, spec, model, ctx),
     ]
+
+
+def contains(desired: Any, live: Any) -> bool:
+    """True when every field of ``desired`` is present with the same value in ``live``.
+
+    The drift check of every apply: the API server adds defaults and other managers' fields,
+    which do not count as drift. Lists must match item by item (same length), as server-side
+    apply replaces atomic lists.
+    """
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            k in live and contains(v, live[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(contains(d, x) for d, x in zip(desired, live, strict=True))
+        )
+    if isinstance(desired, (int, float)) and isinstance(live, str):
+        return str(desired) == live
+    return bool(desired == live)

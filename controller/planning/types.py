@@ -53,6 +53,17 @@ class AliasChange:
     previous: str | None
     deployment: str  # the ModelDeployment's metadata.name
 
+    def event(self, *, revision: str, reason: str, time: str) -> AliasEvent:
+        """The record of this change, as the registry keeps it."""
+        return AliasEvent(
+            alias=self.alias,
+            version=self.version,
+            previous=self.previous,
+            revision=revision,
+            reason=reason,
+            time=time,
+        )
+
 
 @dataclass(frozen=True)
 class ModelPlan:

@@ -1,14 +1,12 @@
-"""The MLflow model registry: the only package that talks to MLflow's registry.
+"""The MLflow model registry: the only package that imports MLflow.
 
-``MlflowRegistry`` picks its transport by URI: the REST API for a tracking server (no ``import
-mlflow``), ``MlflowClient`` for a local store. Importing this package never imports mlflow.
+``MlflowRegistry`` (``mlflow.py``) picks its transport by URI: MLflow's REST API for a tracking
+server (``rest.py``, no ``import mlflow``), ``MlflowClient`` for a local store (``client.py``).
+``models.py`` is what the model server and the jobs do with a registered model (resolve, load,
+read its signature, MLflow's scoring protocol). Importing this package never imports mlflow, so
+the operator, which only talks to a tracking server, stays small.
 """
 
-from controller.registry.mlflow import (
-    MlflowRegistry,
-    RegistryStats,
-    embedded_tracking_uri,
-    resolve_model_uri,
-)
+from controller.registry.mlflow import MlflowRegistry, RegistryStats, embedded_tracking_uri
 
-__all__ = ["MlflowRegistry", "RegistryStats", "embedded_tracking_uri", "resolve_model_uri"]
+__all__ = ["MlflowRegistry", "RegistryStats", "embedded_tracking_uri"]

@@ -11,14 +11,13 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from controller.errors import RegistryUnavailable
+from controller.errors import RegistryUnavailable, one_line
 from controller.redact import redact
 from controller.registry.transport import (
     PAGE_SIZE,
     ModelRecord,
     Page,
     VersionRecord,
-    one_line,
 )
 
 # A CLI run must fail fast when the registry is down (MLflow's default retries take minutes);
@@ -84,7 +83,9 @@ class ClientTransport:
         except MlflowException as exc:
             if missing and getattr(exc, "error_code", "") in _MISSING:
                 return None
-            raise RegistryUnavailable(f"registry {self.display}: {redact(one_line(exc))}") from exc
+            raise RegistryUnavailable(
+                f"registry {self.display}: {redact(one_line(exc, lines=2))}"
+            ) from exc
 
     def get_model(self, name: str) -> ModelRecord | None:
         found = self._run(lambda: self._client.get_registered_model(name), missing=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from controller.errors import RegistryUnavailable
+from controller.errors import RegistryUnavailable, one_line
 from controller.planning.types import (
     VALIDATION_TAG,
     AliasEvent,
@@ -35,7 +35,6 @@ from controller.registry.transport import (
     Page,
     Transport,
     VersionRecord,
-    one_line,
 )
 
 HISTORY_PREFIX = "mlgitops.history."
@@ -53,13 +52,6 @@ def transport_for(tracking_uri: str) -> Transport:
     from controller.registry.client import ClientTransport  # imports mlflow: seconds, ~125 MiB
 
     return ClientTransport(tracking_uri)
-
-
-def resolve_model_uri(uri: str) -> tuple[str, str, str]:
-    """``models:/name@alias`` -> (``models:/name/version``, name, version); see ``client.py``."""
-    from controller.registry.client import resolve_model_uri as resolve
-
-    return resolve(uri)
 
 
 def embedded_tracking_uri(state_dir: Path) -> str:
@@ -118,7 +110,9 @@ class MlflowRegistry:
         except RegistryUnavailable:
             raise
         except Exception as exc:  # connection refused, DNS, SQLite locked or missing, ...
-            raise RegistryUnavailable(f"registry {self.display}: {redact(one_line(exc))}") from exc
+            raise RegistryUnavailable(
+                f"registry {self.display}: {redact(one_line(exc, lines=2))}"
+            ) from exc
 
     def _paged(self, name: str, search: Callable[[str | None], Page[R]]) -> Iterator[R]:
         token: str | None = None

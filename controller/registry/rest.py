@@ -25,14 +25,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from controller.errors import RegistryUnavailable
+from controller.errors import RegistryUnavailable, one_line
 from controller.redact import redact
 from controller.registry.transport import (
     PAGE_SIZE,
     ModelRecord,
     Page,
     VersionRecord,
-    one_line,
 )
 
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
@@ -102,7 +101,9 @@ class RestTransport:
                 method, self._base + path, timeout=self._timeout, **kwargs
             )
         except requests.RequestException as exc:
-            raise RegistryUnavailable(f"registry {self.display}: {redact(one_line(exc))}") from exc
+            raise RegistryUnavailable(
+                f"registry {self.display}: {redact(one_line(exc, lines=2))}"
+            ) from exc
         try:
             payload = response.json()
         except ValueError:
@@ -116,7 +117,7 @@ class RestTransport:
         detail = str(error.get("message") or response.text[:200] or response.reason)
         raise RegistryUnavailable(
             f"registry {self.display}: HTTP {response.status_code} {path}: "
-            f"{code + ': ' if code else ''}{redact(one_line(detail))}"
+            f"{code + ': ' if code else ''}{redact(one_line(detail, lines=2))}"
         )
 
     def get_model(self, name: str) -> ModelRecord | None:

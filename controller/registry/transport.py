@@ -52,9 +52,3 @@ class Transport(Protocol):
 
 
 PAGE_SIZE = 1000
-
-
-def one_line(exc: BaseException | str) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if len(lines) == 1 else " ".join(lines[:2])[:300]

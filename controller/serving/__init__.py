@@ -2,7 +2,8 @@
 
 Started by ``mlgitops serve`` (``controller.serving.process.run``). The pieces, lightest first:
 ``config`` (what is served, the routing hash; no MLflow), ``protocol`` (MLflow's scoring protocol
-on one model), ``models`` (loading), ``server`` (the ASGI app and live swaps), ``process`` (one
-process or a supervisor of workers), ``metrics``, and ``inference_log`` (the request log). This
-package imports nothing heavy itself, so ``import controller.serving.config`` stays cheap.
+on one model), ``models`` (loading, through ``controller.registry.models``), ``app`` (the ASGI
+app and live swaps), ``process`` (one process or a supervisor of workers), ``metrics``, and
+``inference_log`` (the request log, written through ``controller.lake``). This package imports
+nothing heavy itself, so ``import controller.serving.config`` stays cheap.
 """

@@ -26,8 +26,9 @@ from types import TracebackType
 from typing import Any, Self, TypedDict
 
 import pyarrow as pa  # type: ignore[import-untyped]
-from deltalake import write_deltalake
 from prometheus_client import CollectorRegistry, Counter
+
+from controller.lake import tables
 
 __all__ = ["SCHEMA", "InferenceLog", "InferenceLogStats"]
 
@@ -74,10 +75,8 @@ _METRICS_LOCK = threading.Lock()
 
 
 def _default_registry() -> CollectorRegistry:
-    try:
-        from controller.metrics import REGISTRY
-    except ImportError:  # pragma: no cover - the package always has it; kept for reuse elsewhere
-        from prometheus_client import REGISTRY
+    from controller.serving.metrics import REGISTRY
+
     return REGISTRY
 
 
@@ -334,9 +333,7 @@ class InferenceLog:
 
     def _write(self, batch: pa.Table) -> bool:
         try:
-            write_deltalake(
-                self.table_uri, batch, mode="append", storage_options=self._storage_options
-            )
+            tables.append(self.table_uri, batch, storage_options=self._storage_options)
         except Exception as exc:
             self._metrics.write_errors.inc()
             with self._lock:

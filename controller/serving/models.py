@@ -44,11 +44,9 @@ class LoadedModel:
 
 def resolve(uri: str) -> tuple[str, str, str]:
     """``(resolved_uri, name, version)``; ``name`` and ``version`` are the URI off the registry."""
-    if not uri.startswith("models:/"):
-        return uri, uri, uri
-    from controller.registry import resolve_model_uri  # the registry adapter owns the client
+    from controller.registry import models  # the registry adapter owns MLflow
 
-    return resolve_model_uri(uri)
+    return models.resolve(uri)
 
 
 def load(
@@ -62,11 +60,11 @@ def load(
 
     Raises whatever MLflow raises when the model cannot be found or loaded.
     """
-    import mlflow.pyfunc
+    from controller.registry import models
 
     started = time.monotonic()
     resolved_uri, name, version = resolved or resolve(uri)
-    model = mlflow.pyfunc.load_model(resolved_uri)
+    model = models.load_pyfunc(resolved_uri)
     scorer = Scorer(model)
     # auto: on the event loop only when every format of the input example scored fast; a slow
     # model would stall the loop (and /ping) while it predicts. NaN (no example) is not fast.

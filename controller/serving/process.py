@@ -51,7 +51,7 @@ def run(settings: ServeSettings) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging()
     if settings.workers == 1:
-        from controller.serving.server import serve
+        from controller.serving.app import serve
 
         log.info(
             "mlgitops serve on http://%s:%d (1 worker)%s",
@@ -72,7 +72,7 @@ def worker_main() -> None:
     data = json.loads(os.environ.pop(WORKER_ENV))
     settings = ServeSettings.from_json(data["settings"])
     configure_logging()
-    from controller.serving.server import serve
+    from controller.serving.app import serve
 
     serve(settings, fd=int(data["fd"]))
 

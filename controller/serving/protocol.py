@@ -32,13 +32,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
-from mlflow.exceptions import MlflowException
-from mlflow.pyfunc import scoring_server
-from mlflow.pyfunc.utils.serving_data_parser import is_unified_llm_input
-from mlflow.types import ColSpec, DataType, Schema
 
-# MLflow's scoring server module, whose functions carry no annotations: typed as Any here.
-_mlflow: Any = scoring_server
+from controller.registry.models import (
+    ColSpec,
+    DataType,
+    MlflowException,
+    Schema,
+    is_unified_llm_input,
+)
+from controller.registry.models import scoring_server as _mlflow
 
 __all__ = ["ClientError", "ModelError", "Scorer", "error_body"]
 

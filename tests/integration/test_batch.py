@@ -19,7 +19,7 @@ from deltalake import DeltaTable, write_deltalake
 from typer.testing import CliRunner
 
 from controller.cli import app
-from controller.registry.examples import dataset
+from examples.models import dataset
 from tests.conftest import Ran
 from tests.helpers import MlflowServer, RegistryView, free_port
 

@@ -15,8 +15,8 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from controller.api.loader import DesiredState, load_environment
-from controller.registry.examples import dataset
-from controller.runtimes.cron import LocalCron
+from controller.local.cron import LocalCron
+from examples.models import dataset
 from tests.conftest import Ran
 from tests.helpers import PROJECT, RegistryView
 

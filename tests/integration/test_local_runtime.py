@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from controller.registry.examples import dataset
+from examples.models import dataset
 from tests.helpers import ConfigRepo, wait_for
 
 EXE = Path(sys.executable).with_name("mlgitops")

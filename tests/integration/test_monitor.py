@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from controller.api.documents import ModelDeployment
 from controller.cli import app
 from controller.planning.children import Owner, RenderContext, job_container, render_children
-from controller.registry.examples import dataset
+from examples.models import dataset
 from tests.conftest import Ran
 from tests.helpers import PROJECT, RegistryView
 

@@ -1,7 +1,7 @@
 """Against a real ``mlflow server`` process: the registry over HTTP, and the registry going away.
 
-The server is started on a free loopback port with the settings DESIGN.md section 6 measured
-(no job execution, one worker) and stopped at the end. Stopping it mid-test is how we prove an
+The server is started on a free loopback port with job execution off and one worker (about 6 s
+and 560 MB, against 15 processes and 3.6 GB with MLflow's defaults) and stopped at the end. Stopping it mid-test is how we prove an
 unreachable registry gives exit 2 with the cause, changes nothing, and that a retry later works.
 """
 

@@ -232,7 +232,7 @@ def mlflow_answer(model: Any, body: bytes) -> bytes:
 
 
 def frame(task: str, n: int, start: int = 0) -> Any:
-    from controller.registry.examples import dataset
+    from examples.models import dataset
 
     x, _ = dataset(task)
     return x.iloc[start : start + n]

@@ -22,7 +22,7 @@ from controller.serving.inference_log import SCHEMA, InferenceLog
 
 
 class Sink:
-    """Stands in for ``deltalake.write_deltalake``: keeps committed tables, can fail or block."""
+    """Stands in for ``controller.lake.tables.append``: keeps committed tables, can fail or block."""
 
     def __init__(self) -> None:
         self.commits: list[Any] = []
@@ -31,8 +31,7 @@ class Sink:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, table_uri: str, data: Any, *, mode: str, storage_options: Any) -> None:
-        assert mode == "append"
+    def __call__(self, table_uri: str, data: Any, *, storage_options: Any) -> None:
         self.gate.wait()
         if self.always_fail or self.failures_left > 0:
             self.failures_left -= 1
@@ -46,7 +45,7 @@ class Sink:
 @pytest.fixture
 def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
     fake = Sink()
-    monkeypatch.setattr(inference_log, "write_deltalake", fake)
+    monkeypatch.setattr(inference_log.tables, "append", fake)
     yield fake
     fake.gate.set()  # never leave a writer thread blocked
 
@@ -265,8 +264,8 @@ def test_fixed_schema_nulls_for_missing_fields_and_json_for_values(
     assert log.stats() == {"rows_written": 3, "dropped": 1, "write_errors": 0, "pending": 0}
 
 
-def test_default_registry_is_the_controllers_and_is_shared(sink: Sink, tmp_path: Path) -> None:
-    from controller.metrics import REGISTRY
+def test_default_registry_is_the_model_servers_and_is_shared(sink: Sink, tmp_path: Path) -> None:
+    from controller.serving.metrics import REGISTRY
 
     first = InferenceLog(str(tmp_path / "a"), max_buffer=1)
     second = InferenceLog(str(tmp_path / "b"), max_buffer=1)  # no duplicated-series error

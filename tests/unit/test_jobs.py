@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from controller.errors import JobError
 from controller.jobs.batch import _prediction_columns
-from controller.jobs.tables import JobError, sql_string, table_uri
+from controller.lake.tables import sql_string, table_uri
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import hmac
 
 import pytest
 
-from controller.runtimes.kubernetes import contains, path_for
+from controller.kubernetes.client import path_for
+from controller.planning.children import contains
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_paths() -> None:
 
 
 def test_webhook_signature() -> None:
-    from controller.operator import verify_signature
+    from controller.kubernetes.http import verify_signature
 
     body = b'{"ref": "refs/heads/main"}'
     good = "sha256=" + hmac.new(b"tok", body, hashlib.sha256).hexdigest()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.api.status import HISTORY_LIMIT, HistoryEntry, VersionStatus
-from controller.reconcile import Outcome, summarize
+from controller.planning.summarize import Outcome, summarize
 from controller.redact import redact
 
 

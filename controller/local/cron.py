@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from croniter import croniter
 
 from controller.api.loader import DesiredState
+from controller.local import processes
 from controller.planning.children import (
     Owner,
     RenderContext,
@@ -37,7 +37,7 @@ from controller.planning.children import (
     render_batch,
     render_monitor,
 )
-from controller.state import StateDir
+from controller.state import StateDir, write_json
 
 __all__ = ["JobRun", "LocalCron", "read_jobs"]
 
@@ -186,29 +186,19 @@ class LocalCron:
 
     def _record(self, job: str, **fields: Any) -> None:
         data = self._records[job] = {**self.last(job), **fields}
-        path = self.dir / f"{job}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        write_json(self.dir / f"{job}.json", data)
 
     def _start(self, job: _Job, scheduled: dt.datetime) -> JobRun:
         name = f"{job.name}-{int(scheduled.timestamp()) // 60}"
-        log = open(self.dir / f"{job.name}.log", "ab")  # noqa: SIM115 - the child owns it
-        env = {
-            **os.environ,
-            **dict(job.env),
-            "MLFLOW_REGISTRY_URI": self.tracking_uri,
-            "MLGITOPS_BATCH_ID": name,
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "controller", *job.args, "--state-dir", str(self.state_root)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+        proc = processes.start(
+            [*job.args, "--state-dir", str(self.state_root)],
+            log=self.dir / f"{job.name}.log",
+            env={
+                **dict(job.env),
+                "MLFLOW_REGISTRY_URI": self.tracking_uri,
+                "MLGITOPS_BATCH_ID": name,
+            },
         )
-        log.close()
         run = JobRun(job.name, name, scheduled.isoformat(), proc=proc)
         self.running[job.name] = run
         self._record(job.name, inFlight={"name": name, "scheduled": scheduled.isoformat()})

@@ -114,7 +114,7 @@ def wait_served(state: Path, champions: dict[str, str], timeout: float = 120) ->
 
 
 def show_prediction(url: str, when: str) -> None:
-    from controller.registry.examples import dataset
+    from examples.models import dataset
 
     x, _ = dataset("classifier")
     rows = x.iloc[[0, 38, 205, 255]]  # rows 38, 205, 255: versions 2 and 3 disagree
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
 
     step("2. An embedded MLflow registry (SQLite) with real scikit-learn models")
     from controller.registry import embedded_tracking_uri
-    from controller.registry.examples import seed
+    from examples.models import seed
 
     t0 = time.monotonic()
     created = seed(
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     step("8. Batch inference, as the batch CronJob runs it: @champion, resolved at the start")
     from deltalake import DeltaTable, write_deltalake
 
-    from controller.registry.examples import dataset
+    from examples.models import dataset
 
     features, _ = dataset("classifier")
     tables = state / "tables"

@@ -1,4 +1,4 @@
-"""Where a table named in a ModelDeployment lives, and what the jobs share about tables.
+"""Where a table named in a ModelDeployment lives, and every read and write of a Delta table.
 
 Documents name tables by a short relative name (``prod/fraud/transactions_daily``) so the same
 folder works on a laptop and in a cluster; a data root (a directory, or an object-store prefix
@@ -16,19 +16,16 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from controller.errors import MlgitopsError
+from controller.errors import JobError, one_line
 
-__all__ = ["JobError", "one_line", "open_dataset", "sql_string", "table_uri", "write_window"]
-
-
-class JobError(MlgitopsError):
-    """A job cannot run as asked: a missing table or alias, or data the model refuses."""
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (MLflow's and deltalake's can run to pages)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+__all__ = [
+    "append",
+    "finish_window",
+    "open_dataset",
+    "sql_string",
+    "table_uri",
+    "write_window",
+]
 
 
 def sql_string(value: str) -> str:
@@ -82,3 +79,37 @@ def write_window(
             write_deltalake(uri, data, mode="append", storage_options=storage_options)
     except (DeltaError, OSError, pa.ArrowInvalid) as exc:
         raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
+
+
+def finish_window(
+    uri: str,
+    *,
+    what: str,
+    column: str,
+    value: str,
+    clear: bool,
+    storage_options: dict[str, str] | None = None,
+) -> int | None:
+    """The table's version after a window was written; None when there is no table.
+
+    With ``clear`` (the window wrote no rows), an earlier attempt's rows of the window are
+    deleted, so even an empty rerun replaces what came before. Raises :class:`JobError`.
+    """
+    if not DeltaTable.is_deltatable(uri, storage_options):
+        return None
+    try:
+        table = DeltaTable(uri, storage_options=storage_options)
+        if clear:
+            table.delete(f"{column} = {sql_string(value)}")
+        return int(table.version())
+    except (DeltaError, OSError) as exc:
+        raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
+
+
+def append(uri: str, data: Any, *, storage_options: dict[str, str] | None = None) -> None:
+    """Append ``data`` (an Arrow table) to the Delta table ``uri``, created when missing.
+
+    Raises deltalake's and the object store's own errors: the caller (the inference log)
+    counts and retries them.
+    """
+    write_deltalake(uri, data, mode="append", storage_options=storage_options)

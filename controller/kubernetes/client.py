@@ -17,6 +17,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from controller.errors import Unavailable
+from controller.planning.children import contains
 
 FIELD_MANAGER = "mlgitops"
 Obj = dict[str, Any]
@@ -45,27 +46,6 @@ def path_for(api_version: str, kind: str, namespace: str | None, name: str | Non
         base += f"/namespaces/{namespace}"
     base += f"/{plural}"
     return f"{base}/{name}" if name else base
-
-
-def contains(desired: Any, live: Any) -> bool:
-    """True when every field of ``desired`` is present with the same value in ``live``.
-
-    The API server adds defaults and other managers' fields; those do not count as drift.
-    Lists must match item by item (same length), as server-side apply replaces atomic lists.
-    """
-    if isinstance(desired, dict):
-        return isinstance(live, dict) and all(
-            k in live and contains(v, live[k]) for k, v in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(live, list)
-            and len(desired) == len(live)
-            and all(contains(d, x) for d, x in zip(desired, live, strict=True))
-        )
-    if isinstance(desired, (int, float)) and isinstance(live, str):
-        return str(desired) == live
-    return bool(desired == live)
 
 
 @dataclass
@@ -137,13 +117,6 @@ class KubeCluster:
 
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
         return self._call("GET", path_for(api_version, kind, namespace, name))
-
-    def list(
-        self, api_version: str, kind: str, namespace: str | None, *, labels: str | None = None
-    ) -> list[Obj]:
-        query = [("labelSelector", labels)] if labels else []
-        found = self._call("GET", path_for(api_version, kind, namespace), query=query)
-        return list((found or {}).get("items", []))
 
     def apply(self, obj: Obj) -> Obj:
         """Server-side apply ``obj`` as ``mlgitops``, taking over fields edited by hand."""

@@ -12,43 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from pydantic import ValidationError
+from typing import Any
 
 from controller.api.documents import API_VERSION, Environment
 from controller.api.loader import load_deployment
-from controller.api.status import (
-    HistoryEntry,
-    InventoryEntry,
-    ModelDeploymentStatus,
-    ServingStatus,
-)
+from controller.api.status import InventoryEntry, ModelDeploymentStatus, ServingStatus
+from controller.engine import now_iso
 from controller.errors import InvalidInput, MlgitopsError, Unavailable
-from controller.planning import AliasChange, AliasEvent, Observed, plan
-from controller.planning.children import (
-    COMPONENT,
-    Owner,
-    RenderContext,
-    child_name,
-    render_children,
-)
-from controller.reconcile import Outcome, _version_status, now_iso, summarize
+from controller.planning import AliasChange, plan
+from controller.planning.children import Owner, RenderContext, render_children
+from controller.planning.ports import Cluster, RegistryFor
+from controller.planning.summarize import applied_status, dump, failed_status, parse
 
 Obj = dict[str, Any]
 REVISION_ANNOTATION = "mlgitops.io/revision"
-
-
-class Cluster(Protocol):
-    def ensure(self, obj: Obj, live: Obj | None = None) -> tuple[Obj, bool]: ...
-    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool: ...
-
-
-class ModelRegistry(Protocol):
-    display: str
-
-    def observe_model(self, *, model: str, pins: set[str]) -> Observed: ...
-    def set_alias(self, *, model: str, event: AliasEvent) -> None: ...
 
 
 class EnvironmentMissing(Unavailable):
@@ -96,23 +73,6 @@ class DeploymentResult:
     error: MlgitopsError | None = None
 
 
-def _previous(status: Mapping[str, Any]) -> ModelDeploymentStatus | None:
-    known = {k: v for k, v in status.items() if k in _STATUS_KEYS}
-    if not known:
-        return None
-    try:
-        return ModelDeploymentStatus.model_validate(known)
-    except ValidationError:
-        return None  # hand-edited or from an older version: rebuild it
-
-
-_STATUS_KEYS = {f.alias or n for n, f in ModelDeploymentStatus.model_fields.items()}
-
-
-def _dump(status: ModelDeploymentStatus) -> Obj:
-    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
 def _serving(live: Obj | None, namespace: str) -> ServingStatus | None:
     if live is None:
         return None
@@ -137,12 +97,12 @@ def reconcile_deployment(
     *,
     obj: ObjectView,
     environment: Environment | None,
-    registry_for: Callable[[str | None], ModelRegistry],
+    registry_for: RegistryFor,
     cluster: Cluster,
     context: Callable[[Environment], RenderContext],
     now: Callable[[], str] = now_iso,
 ) -> DeploymentResult:
-    previous = _previous(obj.status)
+    previous = parse(ModelDeploymentStatus, obj.status)
     result = DeploymentResult(status={}, changed=False)
     revision = obj.revision
     stamp = now()
@@ -171,14 +131,7 @@ def reconcile_deployment(
         if REVISION_ANNOTATION in obj.annotations:
             reason = f"revision {revision[:7]} ({reason})"
         for change in the_plan.changes:
-            event = AliasEvent(
-                alias=change.alias,
-                version=change.version,
-                previous=change.previous,
-                revision=revision,
-                reason=reason,
-                time=stamp,
-            )
+            event = change.event(revision=revision, reason=reason, time=stamp)
             registry.set_alias(model=model, event=event)
             result.changes.append(change)
 
@@ -201,78 +154,34 @@ def reconcile_deployment(
                 cluster.delete(old.api_version, old.kind, obj.namespace, old.name)
                 result.pruned.append(f"{old.kind}/{old.name}")
 
-        serving = _serving(serving_live, obj.namespace)
-        progressing = None
-        if serving is not None and not serving.rolled_out:
-            progressing = (
-                f"serving {serving.ready_replicas}/{serving.replicas} replicas ready "
-                f"with champion {serving.champion}"
-            )
-        parts = [f"champion {spec.champion.version}" if spec.champion else "no champion"]
-        if spec.challenger:
-            parts.append(f"challenger {spec.challenger.version}")
-        status = summarize(
+        status = applied_status(
             previous=previous,
-            outcome=Outcome(
-                attempted=revision,
-                applied=True,
-                reason="Reconciled",
-                message=f"Applied {revision[:12]}: {', '.join(parts)}; {len(children)} children",
-                progressing=progressing,
-            ),
+            spec=spec,
+            model=model,
+            observed=observed,
+            revision=revision,
+            applied=revision[:12],
+            reason=reason,
+            changes=result.changes,
             generation=obj.generation,
-            registered_model=model,
-            champion=_version_status(
-                spec.champion.version if spec.champion else None,
-                model=model,
-                observed=observed,
-                previous=previous.champion if previous else None,
-            ),
-            challenger=_version_status(
-                spec.challenger.version if spec.challenger else None,
-                model=model,
-                observed=observed,
-                previous=previous.challenger if previous else None,
-            ),
-            events=[
-                HistoryEntry(
-                    alias=c.alias,
-                    version=c.version,
-                    previous=c.previous,
-                    revision=revision,
-                    reason=reason,
-                    time=stamp,
-                )
-                for c in result.changes
-            ],
-            now=stamp,
-            serving=serving,
+            serving=_serving(serving_live, obj.namespace),
             inventory=inventory,
+            detail=f"{len(children)} children",
+            now=stamp,
         )
     except (InvalidInput, Unavailable) as exc:
         result.error = exc
-        status = summarize(
+        status = failed_status(
             previous=previous,
-            outcome=Outcome(
-                attempted=revision,
-                applied=False,
-                reason="InvalidSpec" if isinstance(exc, InvalidInput) else exc.reason,
-                message=str(exc),
-                stalled=isinstance(exc, InvalidInput),
-            ),
-            generation=obj.generation if isinstance(exc, InvalidInput) else None,
+            error=exc,
+            attempted=revision,
+            generation=obj.generation,
+            invalid="InvalidSpec",
             now=stamp,
         )
-        if isinstance(exc, InvalidInput):
-            # Stalled on this generation: observedGeneration says the spec was seen and refused.
-            status.observed_generation = obj.generation
-    result.status = _dump(status)
-    result.changed = result.status != (_dump(previous) if previous else {})
+    result.status = dump(status)
+    result.changed = result.status != (dump(previous) if previous else {})
     return result
 
 
-def serving_name(deployment: str) -> str:
-    return child_name(deployment, "serving")
-
-
-__all__ = ["COMPONENT", "DeploymentResult", "ObjectView", "reconcile_deployment", "serving_name"]
+__all__ = ["DeploymentResult", "ObjectView", "reconcile_deployment"]

@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import controller
+from controller.errors import one_line
 from controller.serving import metrics
 from controller.serving.config import (
     ConfigError,
@@ -243,7 +244,7 @@ class ServingState:
             self._failed(f"invalid serving configuration: {exc}")
             return False
         except Exception as exc:
-            self._failed(f"could not load the models: {type(exc).__name__}: {_one_line(exc)}")
+            self._failed(f"could not load the models: {type(exc).__name__}: {one_line(exc)}")
             return False
         metrics.CONFIG_RELOADS.labels(result="success").inc()
         return True
@@ -301,11 +302,6 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc).strip().splitlines()
-    return text[0][:500] if text else type(exc).__name__
 
 
 # -- the HTTP surface ----------------------------------------------------------------------------
@@ -515,13 +511,13 @@ def create_app(settings: ServeSettings, *, state: ServingState | None = None) ->
         return JSONResponse({"status": "alive"})
 
     async def version(request: Request) -> Response:
-        import mlflow
+        from controller.registry.models import MLFLOW_VERSION
 
         active = state.active
         return JSONResponse(
             {
                 "mlgitops": controller.__version__,
-                "mlflow": mlflow.__version__,
+                "mlflow": MLFLOW_VERSION,
                 "ready": active is not None,
                 "models": active.describe() if active else None,
                 "configFile": str(settings.config_file) if settings.config_file else None,

@@ -19,17 +19,18 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from controller.api.loader import DesiredState
 from controller.api.status import ServingStatus
+from controller.local import processes
 from controller.planning.children import model_uri
+from controller.state import write_json
 
 FIRST_PORT = 8600
 BACKOFF_MAX = 60.0
@@ -88,9 +89,7 @@ class LocalRuntime:
             path = self.state_root / "ports.json"
             ports: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
             yield ports
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(ports, indent=2, sort_keys=True))
-            os.replace(tmp, path)
+            write_json(path, ports)
 
     def port_for(self, name: str) -> int:
         key = f"{self.env}/{name}"
@@ -182,24 +181,11 @@ class LocalRuntime:
         return self.dir / f"{name}.json"
 
     def _write_config(self, server: _Server) -> None:
-        path = self._config_path(server.name)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(server.config, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        write_json(self._config_path(server.name), server.config)
 
     def _start(self, server: _Server) -> None:
-        log = open(self.dir / f"{server.name}.log", "ab")  # noqa: SIM115 - the child owns it
-        env = {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": self.tracking_uri,
-            "MLFLOW_REGISTRY_URI": self.tracking_uri,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
-        server.proc = subprocess.Popen(
+        server.proc = processes.start(
             [
-                sys.executable,
-                "-m",
-                "controller",
                 "serve",
                 "--config",
                 str(self._config_path(server.name)),
@@ -208,13 +194,12 @@ class LocalRuntime:
                 "--port",
                 str(server.port),
             ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches the runtime, which stops servers in order
+            log=self.dir / f"{server.name}.log",
+            env={
+                "MLFLOW_TRACKING_URI": self.tracking_uri,
+                "MLFLOW_REGISTRY_URI": self.tracking_uri,
+            },
         )
-        log.close()
         server.pid = None
         server.started = time.monotonic()
         (self.dir / f"{server.name}.pid").write_text(str(server.proc.pid))
@@ -280,13 +265,3 @@ def _ready(url: str) -> bool:
 
 def _version(uri: str | None) -> str | None:
     return uri.rsplit("/", 1)[-1] if uri else None
-
-
-def read_servers(state_root: Path, env: str) -> Mapping[str, Any]:
-    """The serving configs a runtime wrote (for status without a running runtime)."""
-    folder = state_root / "envs" / env / "serving"
-    return (
-        {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
-        if folder.exists()
-        else {}
-    )

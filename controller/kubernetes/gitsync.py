@@ -12,30 +12,29 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from controller import metrics
 from controller.api.documents import API_VERSION
 from controller.api.status import EnvironmentStatus
+from controller.engine import load_desired, now_iso
 from controller.errors import InvalidInput, MlgitopsError, Unavailable
-from controller.planning.children import MANAGED_BY
-from controller.reconcile import Outcome, Source, load_desired, now_iso, summarize_environment
-from controller.reconcile_cluster import REVISION_ANNOTATION
+from controller.kubernetes import metrics
+from controller.kubernetes.deployment import REVISION_ANNOTATION
+from controller.planning.children import MANAGED_BY, contains
+from controller.planning.ports import Cluster, Source
+from controller.planning.summarize import (
+    Outcome,
+    dump,
+    error_reason,
+    keys,
+    parse,
+    summarize_environment,
+)
 
 Obj = dict[str, Any]
 ENV_LABEL = "mlgitops.io/environment"
 SOURCE_ANNOTATION = "mlgitops.io/source"
-
-
-class GitCluster(Protocol):
-    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None: ...
-    def apply(self, obj: Obj) -> Obj: ...
-    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool: ...
-    def patch_status(
-        self, api_version: str, kind: str, namespace: str | None, name: str, status: Obj
-    ) -> Obj: ...
 
 
 @dataclass
@@ -69,20 +68,8 @@ def _object(
     }
 
 
-def _env_status(live: Obj) -> EnvironmentStatus | None:
-    raw = {k: v for k, v in (live.get("status") or {}).items() if k in _ENV_KEYS}
-    try:
-        return EnvironmentStatus.model_validate(raw) if raw else None
-    except ValueError:
-        return None
-
-
-_ENV_KEYS = {f.alias or n for n, f in EnvironmentStatus.model_fields.items()}
-
-
 def _write_status(
-    cluster: GitCluster,
-    contains: Callable[[Any, Any], bool],
+    cluster: Cluster,
     namespace: str,
     env: str,
     live: Obj,
@@ -90,13 +77,15 @@ def _write_status(
     outcome: Outcome,
     inventory: list[str] | None,
 ) -> None:
-    status = summarize_environment(
-        previous=previous, outcome=outcome, inventory=inventory, now=now_iso()
-    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+    status = dump(
+        summarize_environment(
+            previous=previous, outcome=outcome, inventory=inventory, now=now_iso()
+        )
+    )
     current = live.get("status") or {}
     if contains(status, current) and contains(current, status):
         return  # unchanged: no write
-    stale = {k: None for k in current if k in _ENV_KEYS and k not in status}
+    stale = {k: None for k in current if k in keys(EnvironmentStatus) and k not in status}
     cluster.patch_status(API_VERSION, "Environment", namespace, env, {**stale, **status})
 
 
@@ -104,8 +93,7 @@ def sync_environment(
     *,
     env: str,
     source: Source,
-    cluster: GitCluster,
-    contains: Callable[[Any, Any], bool],
+    cluster: Cluster,
     namespace: str | None = None,
 ) -> GitSyncResult:
     """One Git sync of environment ``env`` into its namespace. Never raises domain errors."""
@@ -152,7 +140,7 @@ def sync_environment(
             result.applied.append(f"{obj['kind']}/{name}")
 
         env_live = cluster.get(API_VERSION, "Environment", ns, env) or {}
-        previous = _env_status(env_live)
+        previous = parse(EnvironmentStatus, env_live.get("status"))
         before = previous.inventory if previous else []
         names = sorted(d.doc.metadata.name for d in desired.deployments)
         for gone in sorted(set(before) - set(names)):
@@ -164,12 +152,12 @@ def sync_environment(
             reason="Synced",
             message=f"Applied revision {commit.short}: {len(names)} ModelDeployments",
         )
-        _write_status(cluster, contains, ns, env, env_live, previous, outcome, names)
+        _write_status(cluster, ns, env, env_live, previous, outcome, names)
         metrics.set_revision(env, commit.sha)
         metrics.GIT_LAST_SYNC.labels(environment=env).set(time.time())
     except (InvalidInput, Unavailable) as exc:
         result.error = exc
-        reason = "InvalidRevision" if isinstance(exc, InvalidInput) else exc.reason
+        reason = error_reason(exc)
         metrics.GIT_SYNC_ERRORS.labels(environment=env, reason=reason).inc()
         if isinstance(exc, InvalidInput) and exc.revision:
             result.revision = exc.revision
@@ -187,11 +175,10 @@ def sync_environment(
                     )
                     _write_status(
                         cluster,
-                        contains,
                         namespace,
                         env,
                         env_obj,
-                        _env_status(env_obj),
+                        parse(EnvironmentStatus, env_obj.get("status")),
                         outcome,
                         None,
                     )

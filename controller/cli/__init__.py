@@ -1,0 +1,50 @@
+"""The ``mlgitops`` command: one module per command group, put together here.
+
+- ``config``: ``validate``, ``diff``, ``sync`` (an environment folder checked, compared, applied)
+- ``inspect``: ``status``, ``history``
+- ``run``: the embedded runtime; ``operator``: the Kubernetes operator
+- ``jobs``: ``batch``, ``monitor`` (what the CronJobs run); ``serve``: the model server
+- ``options``: the options, output and failure path they share
+
+Modules import their heavy dependencies (MLflow, kopf) inside the command that needs them, so
+``mlgitops validate`` or ``--help`` starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from controller.cli import config, inspect, jobs, operator, run, serve
+
+app = typer.Typer(
+    name="mlgitops",
+    help=(
+        "GitOps for ML models. Each folder environments/<env>/ of a Git repository holds an "
+        "Environment document and one ModelDeployment per model; mlgitops makes the MLflow "
+        "registry match it (aliases champion and challenger in the environment's catalog)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for command in (
+    config.validate,
+    config.diff,
+    config.sync,
+    inspect.status,
+    inspect.history,
+    run.run,
+    operator.operator,
+    jobs.batch,
+    jobs.monitor,
+    serve.serve,
+):
+    app.command()(command)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

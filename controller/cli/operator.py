@@ -1,0 +1,141 @@
+"""``mlgitops operator``: the Kubernetes operator, configured from its flags and nothing else."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from controller.cli.options import (
+    EnvOpt,
+    StateOpt,
+    err,
+    error_lines,
+    fail,
+    source_for,
+    state_for,
+)
+from controller.errors import MlgitopsError
+
+DEFAULT_IMAGE = "ghcr.io/mlgitops/mlgitops:0.1.0"  # the released image of this version
+
+
+def operator(
+    env: EnvOpt,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Namespace to watch. Default: the Environment's spec.namespace from --repo.",
+            envvar="MLGITOPS_NAMESPACE",
+        ),
+    ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace.")
+    ] = False,
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            "--repo",
+            "-r",
+            help="Config repository to sync ModelDeployments from (polled, and on webhook). "
+            "Without it, ModelDeployments come from kubectl apply alone.",
+            envvar="MLGITOPS_REPO",
+        ),
+    ] = None,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="Seconds between Git polls.")
+    ] = 30.0,
+    resync_interval: Annotated[
+        float,
+        typer.Option(
+            "--resync-interval",
+            help="Seconds between periodic passes per object (a pass that ran less than half "
+            "an interval ago, on a create or an update, stands in for one).",
+        ),
+    ] = 300.0,
+    http_host: Annotated[
+        str,
+        typer.Option(
+            "--http-host",
+            help="Address of the HTTP port. The default reaches the kubelet and Prometheus in a pod.",
+            envvar="MLGITOPS_HTTP_HOST",
+        ),
+    ] = "0.0.0.0",
+    http_port: Annotated[
+        int, typer.Option("--http-port", help="Port of /metrics, /healthz, /readyz, /webhook.")
+    ] = 8080,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Handler threads: ModelDeployments reconciled at once.",
+            envvar="MLGITOPS_WORKERS",
+        ),
+    ] = 16,
+    image: Annotated[
+        str,
+        typer.Option(
+            "--image",
+            help="Image of the serving, batch and monitoring pods.",
+            envvar="MLGITOPS_IMAGE",
+        ),
+    ] = DEFAULT_IMAGE,
+    state_dir: StateOpt = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log kopf's debug lines too: every watch event, patch and handler outcome.",
+            envvar="MLGITOPS_VERBOSE",
+        ),
+    ] = False,
+) -> None:
+    """Run the Kubernetes operator (kopf) for one environment until SIGINT or SIGTERM.
+
+    Reconciles every ModelDeployment of the namespace into registry aliases, a serving
+    Deployment and Service, and batch and monitoring CronJobs, and writes its status. With
+    --repo it also applies the environment folder from Git (Git wins over manual edits) and
+    prunes what Git dropped. The webhook checks a GitHub-style X-Hub-Signature-256 with the
+    token in $MLGITOPS_WEBHOOK_TOKEN.
+    """
+    state = state_for(state_dir)
+    if namespace is None and not all_namespaces:
+        if repo is None:
+            fail(["--namespace: required without --repo (or use --all-namespaces)"])
+        from controller.engine import load_desired
+
+        source = source_for(repo, state)
+        try:
+            _, desired = load_desired(source, env=env, rev=None)
+        except MlgitopsError as exc:
+            fail(error_lines(exc))
+        finally:
+            source.close()
+        namespace = desired.environment.spec.namespace
+    from controller.kubernetes.operator import OperatorConfig, run  # imports kopf
+
+    config = OperatorConfig(
+        env=env,
+        namespace=None if all_namespaces else namespace,
+        repo=repo,
+        poll_seconds=poll_interval,
+        resync_seconds=resync_interval,
+        image=image,
+        http_host=http_host,
+        http_port=http_port,
+        state_dir=state.root,
+        # From the environment only (the Secret mlgitops-git), never a flag: flags show in ps.
+        webhook_token=os.environ.get("MLGITOPS_WEBHOOK_TOKEN") or None,
+        workers=workers,
+        verbose=verbose,
+    )
+    err.print(
+        f"mlgitops operator: environment {env}, namespace "
+        f"{'(all)' if all_namespaces else namespace}, repo {repo or '(none: kubectl apply)'}"
+    )
+    run(config)

@@ -1,0 +1,81 @@
+"""The operator's HTTP port: Prometheus metrics, the probes, and the Git webhook.
+
+Separate from the kopf handlers so it can be read (and tested) without kopf: it knows nothing of
+ModelDeployments, only how to answer. What "ready" means and what a push does are passed in by
+the operator that starts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from controller.kubernetes import metrics
+
+log = logging.getLogger("mlgitops.operator")
+
+MAX_BODY = 1024 * 1024  # a push event is a few KiB; anything larger is not one
+
+
+def verify_signature(token: str, body: bytes, header: str | None) -> bool:
+    """GitHub-style ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``."""
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header.removeprefix("sha256="))
+
+
+async def start(
+    *,
+    host: str,
+    port: int,
+    readiness: Callable[[], tuple[bool, Mapping[str, Any]]],
+    webhook_token: str | None,
+    on_push: Callable[[], None] | None,
+) -> web.AppRunner:
+    """Serve ``/metrics``, ``/healthz``, ``/readyz`` and ``POST /webhook`` until the runner stops.
+
+    ``readiness()`` says whether the operator is ready and what to show; ``on_push`` runs for a
+    correctly signed webhook (None, or no token: the webhook answers 404).
+    """
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready, detail = readiness()
+        return web.json_response(dict(detail), status=200 if ready else 503)
+
+    async def webhook(request: web.Request) -> web.Response:
+        if not webhook_token or on_push is None:
+            return web.json_response(
+                {"error": "webhook disabled: no token or no --repo"}, status=404
+            )
+        body = await request.read()
+        if not verify_signature(webhook_token, body, request.headers.get("X-Hub-Signature-256")):
+            return web.json_response({"error": "bad signature"}, status=401)
+        on_push()
+        return web.json_response({"status": "sync triggered"}, status=202)
+
+    app = web.Application(client_max_size=MAX_BODY)
+    app.add_routes(
+        [
+            web.get("/metrics", metrics_page),
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.post("/webhook", webhook),
+        ]
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("metrics, health and webhook on %s:%d", host, port)
+    return runner

@@ -1,0 +1,96 @@
+"""The embedded runtime's loop: ``mlgitops run`` keeps one machine in sync with Git.
+
+Each pass is the engine's environment pass (``controller.engine.reconcile``), the same one
+``mlgitops sync`` runs once, with the local runtime's serving step plugged in: model servers
+(``servers.LocalRuntime``) and the batch and monitoring jobs on their schedules
+(``cron.LocalCron``). Between passes it supervises the servers and ticks the clock once a second,
+so a crashed server or a due job does not wait for the next Git poll. The loop holds the
+environment's lock for its whole life, so a second ``mlgitops run`` or ``sync`` of the same
+environment is refused rather than racing it, and it stops everything it started on the way out.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from controller.api.loader import DesiredState
+from controller.api.status import ServingStatus
+from controller.engine import SyncResult, load_desired, reconcile
+from controller.errors import MlgitopsError
+from controller.local.cron import LocalCron
+from controller.local.servers import LocalRuntime
+from controller.planning.ports import RegistryFor, Source
+from controller.state import StateDir
+
+TICK_SECONDS = 1.0
+
+
+def run(
+    *,
+    env: str,
+    source: Source,
+    state: StateDir,
+    registry_for: RegistryFor,
+    interval: float,
+    stop: threading.Event,
+    say: Callable[[str], None],
+    on_error: Callable[[MlgitopsError], None],
+) -> None:
+    """Pass every ``interval`` seconds until ``stop`` is set.
+
+    Raises :class:`~controller.errors.MlgitopsError` when the environment cannot be read at
+    start (nothing is running then) and :class:`~controller.errors.Busy` when another process
+    holds the environment; errors of later passes go to ``on_error`` and the loop goes on with
+    the last good state in force.
+    """
+    from controller.registry import embedded_tracking_uri
+
+    _, first = load_desired(source, env=env, rev=None)
+    uri = first.environment.spec.registry.tracking_uri or embedded_tracking_uri(state.root)
+    runtime = LocalRuntime(env=env, state_root=state.root, tracking_uri=uri)
+    cron = LocalCron(
+        env=env,
+        state_root=state.root,
+        tracking_uri=uri,
+        on_event=lambda line: say(f"{env}: {line}"),
+    )
+
+    def apply(desired: DesiredState) -> Mapping[str, ServingStatus]:
+        cron.apply(desired)  # the batch and monitoring CronJobs, on this machine's clock
+        return runtime.apply(desired)
+
+    try:
+        with state.lock(env):
+            say(f"mlgitops run: environment {env} from {source.display}; Ctrl-C stops")
+            last: str | None = None
+            while not stop.is_set():
+                result = reconcile(
+                    env=env, source=source, registry_for=registry_for, store=state, serve=apply
+                )
+                source.close()  # the next pass sees new commits (and fetches a remote)
+                if result.error is not None:
+                    on_error(result.error)
+                elif result.commit is not None and (result.applied or result.commit.sha != last):
+                    last = result.commit.sha
+                    say(f"{env}: {_summary(result)}")
+                deadline = time.monotonic() + interval
+                while not stop.is_set() and time.monotonic() < deadline:
+                    runtime.supervise()
+                    cron.tick()
+                    stop.wait(TICK_SECONDS)
+    finally:
+        cron.stop_all()
+        runtime.stop_all()
+
+
+def _summary(result: SyncResult) -> str:
+    assert result.commit is not None
+    served = ", ".join(
+        f"{name} {s.url} (champion {s.champion})" for name, s in sorted(result.serving.items())
+    )
+    return (
+        f"at {result.commit.short}, {len(result.applied)} alias change(s); "
+        f"serving {served or 'nothing'}"
+    )

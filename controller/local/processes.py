@@ -1,0 +1,36 @@
+"""Starting the embedded runtime's children: model servers and job runs, one way.
+
+Every child is ``python -m controller <command>`` with this interpreter (so it runs the same
+mlgitops, from the same virtualenv, as the runtime), its output appended to a log file under the
+state directory, no stdin, and a session of its own: Ctrl-C in the terminal reaches the runtime
+only, which then stops its children in order (servers drain, job runs are recorded as cut short).
+The virtualenv's bin is put first on PATH, as MLflow shells out to tools installed beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def start(
+    args: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``mlgitops <args>`` with ``env`` added to this process's environment."""
+    environ = {
+        **os.environ,
+        **(env or {}),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    with open(log, "ab") as out:  # the child keeps its own handle
+        return subprocess.Popen(
+            [sys.executable, "-m", "controller", *args],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )

@@ -1,1 +1,0 @@
-"""Where models run: ``kubernetes`` (objects in a cluster) and, later, ``local`` (processes)."""

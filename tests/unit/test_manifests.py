@@ -5,7 +5,8 @@ every rendered object is validated against Kubernetes 1.37's own schemas in stri
 properties that matter are asserted on the result: RBAC grants exactly what the operator needs
 (one namespace; nothing cluster-wide but reading its own two CRDs), the pod runs locked down, each
 overlay lands in its environment's namespace with the right `--env`, and the three environments
-can share one cluster. There is no Docker engine here, so the Dockerfile is checked by parsing it.
+can share one cluster and differ in nothing else. There is no Docker engine here, so the
+Dockerfile is checked by parsing it.
 """
 
 from __future__ import annotations
@@ -413,6 +414,44 @@ def test_prod_has_more_memory(env: str) -> None:
     limits = container(build(f"overlays/{env}"))["resources"]["limits"]
     assert limits["memory"] == ("1Gi" if env == "prod" else "512Mi")
     assert limits["cpu"] == "1"
+
+
+def generic(env: str) -> list[Obj]:
+    """The overlay's objects with the environment's own values as placeholders, resources aside.
+
+    Whole string values only (no substrings), so text in the CRDs that happens to name an
+    environment, e.g. an s3://bucket/lake/prod example, is left alone and still compared.
+    """
+    objs = build(f"overlays/{env}")
+    placeholders = {
+        env: "<env>",
+        f"ml-{env}": "<namespace>",
+        f"{OPERATOR}-{env}": f"{OPERATOR}-<env>",
+        # The ConfigMap's content hash, which differs with MLGITOPS_ENV.
+        only(objs, "ConfigMap")["metadata"]["name"]: f"{OPERATOR}-<hash>",
+    }
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return placeholders.get(value, value) if isinstance(value, str) else value
+
+    for c in only(objs, "Deployment")["spec"]["template"]["spec"]["containers"]:
+        del c["resources"]
+    return [scrub(obj) for obj in objs]
+
+
+def test_the_overlays_differ_only_in_environment_name_and_namespace() -> None:
+    """What the shared component makes true: nothing else can drift between environments."""
+    assert generic("dev") == generic("staging") == generic("prod")
+    assert generic("dev") != build("overlays/dev"), "the placeholders replaced something"
+    labels = only(generic("dev"), "Deployment")["metadata"]["labels"]
+    assert labels[ENV_LABEL] == "<env>"
+    resources = {env: container(build(f"overlays/{env}"))["resources"] for env in ENVS}
+    assert resources["dev"] == resources["staging"] == container(build("base"))["resources"]
+    assert resources["prod"] != resources["dev"], "prod's one patch: more memory"
 
 
 # --- the image ---------------------------------------------------------------------------------

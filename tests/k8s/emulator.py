@@ -24,7 +24,9 @@ protobuf bodies (kubectl's ``create configmap``/``create namespace``) get a 415.
 What it cannot show, ever: schema validation and defaulting, garbage collection by owner reference
 (a child with an ownerReference outlives its owner here), admission, RBAC and authentication,
 and controllers (a Deployment creates no pods, a Job never runs). Validate rendered objects
-against the schemas, and keep an e2e tier on a real cluster for those.
+against the schemas, and keep an e2e tier on a real cluster for those. RBAC is not enforced, but
+every request is recorded as RBAC authorizes it (``accesses``), so a test can hold a Role against
+the requests a client really makes.
 """
 
 from __future__ import annotations
@@ -116,6 +118,34 @@ class Call(NamedTuple):
     path: str
     content_type: str
     name: str | None = None
+
+
+class Access(NamedTuple):
+    """One authorization check a kube-apiserver makes, in the terms RBAC rules are written in.
+
+    One per request, in the order they arrive (before any reaction, fault or hold), plus a second
+    check, ``create``, for a server-side apply (a PATCH) that creates its object, which a real API
+    server authorizes as a create as well as a patch. Recording changes no response.
+
+    ``verb`` is the RBAC verb of a resource request (get, list, watch, create, update, patch,
+    delete, deletecollection) and the lower-case HTTP method of a non-resource URL (discovery,
+    ``/version``), which has ``resource`` "". ``group`` is "" for the core group; ``resource`` is
+    the plural, "plural/subresource" for a subresource. ``namespace`` and ``name`` come from the
+    URL, as the API server's request info has them: a POST names no object, and a list or watch
+    names one only by a ``metadata.name=`` field selector. ``user`` is the bearer token the
+    client sent (None without one): the emulator authenticates no one, so a test tells its
+    clients apart by giving each a token (``Cluster.kubeconfig_for``). ``path`` (query aside) and
+    ``agent`` (the User-Agent header) are not RBAC's, but say where a request came from.
+    """
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str | None
+    name: str | None
+    user: str | None
+    path: str
+    agent: str = ""
 
 
 def _error(code: int, reason: str, message: str, key: Key | None = None) -> Exception:
@@ -241,10 +271,12 @@ class KubeApiEmulator(KubernetesEmulator):
     """kmock's emulator with the API machinery kopf and kubectl need (see the module docstring).
 
     ``objects`` (kmock's) holds every version of every object for assertions, ``calls`` every
-    request (``writes()`` filters and ``reset_calls()`` clears them), ``add_crd`` serves a CRD.
+    request (``writes()`` filters and ``reset_calls()`` clears them), ``accesses`` the same
+    requests as RBAC authorizes them (see ``Access``), ``add_crd`` serves a CRD.
     """
 
     calls: list[Call] = attrs.field(factory=list, init=False)
+    accesses: list[Access] = attrs.field(factory=list, init=False)
     _columns: dict[resource, list[Obj]] = attrs.field(factory=dict, init=False)
     _events: list[tuple[int, resource, Obj]] = attrs.field(factory=list, init=False)
     _rv: int = attrs.field(default=0, init=False)
@@ -293,6 +325,7 @@ class KubeApiEmulator(KubernetesEmulator):
 
     def reset_calls(self) -> None:
         self.calls.clear()
+        self.accesses.clear()
 
     def hold(self, method: str, path: str) -> Gate:
         """Hold every ``method`` request on ``path`` (exact, query aside) until the gate's release.
@@ -348,6 +381,8 @@ class KubeApiEmulator(KubernetesEmulator):
         if k8s and not name and isinstance(data, dict):  # a POST: the name is in the body
             name = (data.get("metadata") or {}).get("name")
         self.calls.append(Call(raw.method, raw.path, ctype, name))
+        where = [k8s.get(part) for part in ("subresource", "namespace", "name")]
+        self.accesses.append(_access(raw, k8s.get("resource"), *where))
         if "protobuf" in ctype:
             raise _error(415, "UnsupportedMediaType", f"{ctype} is not emulated; send JSON")
         if isinstance(data, Exception):
@@ -421,6 +456,10 @@ class KubeApiEmulator(KubernetesEmulator):
             if not req.params.get("fieldManager"):
                 raise _error(400, "BadRequest", "fieldManager is required for apply requests")
             if self._current(key) is None and not sub:
+                # A kube-apiserver authorizes an apply that creates its object as a create too.
+                assert req._raw_request is not None
+                check = _access(req._raw_request, key[0], None, key[1], key[2])
+                self.accesses.append(check._replace(verb="create"))
                 body = _merge(_body(req), {"metadata": {"name": key[2]}})
                 return aiohttp.web.json_response(self._create(key[0], key[1], body), status=201)
             change = lambda old: _merge(old, patch)  # noqa: E731
@@ -668,6 +707,38 @@ class KubeApiEmulator(KubernetesEmulator):
 
 def _gv(res: resource) -> str:
     return f"{res.group}/{res.version}" if res.group else str(res.version)
+
+
+def _access(
+    raw: aiohttp.web.BaseRequest,
+    res: resource | None,
+    sub: str | None,
+    namespace: str | None,
+    name: str | None,
+) -> Access:
+    """The RBAC attributes of a request, as k8s.io/apiserver's RequestInfo derives them."""
+    auth, agent = raw.headers.get("Authorization", ""), raw.headers.get("User-Agent", "")
+    user = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+    if res is None:
+        return Access(raw.method.lower(), "", "", None, None, user, raw.path, agent)
+    method, query = raw.method, raw.query
+    if method == "GET" and query.get("watch") in ("true", "1"):  # as _serve tells a watch
+        verb = "watch"
+    elif method == "GET":
+        verb = "get" if name else "list"
+    elif method == "DELETE":
+        verb = "delete" if name else "deletecollection"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+    if verb in ("list", "watch") and not name:  # resourceNames can match these only this way
+        for term in query.get("fieldSelector", "").split(","):
+            if m := re.fullmatch(r"\s*metadata\.name\s*==?\s*(\S+)\s*", term):
+                name = m[1]
+    group, plural = str(res.group or ""), str(res.plural)
+    if (group, plural) == ("", "namespaces") and name:
+        namespace = name  # a Namespace is in itself, so a Role can grant reading its own
+    resource_ = f"{plural}/{sub}" if sub else plural
+    return Access(verb, group, resource_, namespace, name, user, raw.path, agent)
 
 
 def _spec(obj: Obj) -> Obj:

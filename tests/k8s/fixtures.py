@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -89,18 +90,30 @@ class Cluster:
             env=self.kubectl_env(),
         )
 
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig whose requests carry ``user`` as their bearer token.
+
+        The emulator checks no token; its ``accesses`` say which client made each request. For
+        Python clients (the ``kubernetes`` client, kopf): kubectl, like every client-go program,
+        sends credentials only over TLS (kubernetes/kubectl#744), so its requests carry no user.
+        """
+        path = self.kubeconfig.with_name(f"kubeconfig-{re.sub(r'[^A-Za-z0-9_.-]', '_', user)}")
+        return write_kubeconfig(path, self.url, token=user)
+
     def kubectl_env(self) -> dict[str, str]:
         """kubectl's environment: this kubeconfig, and a discovery cache of its own."""
         cache = str(self.kubeconfig.with_name("kubectl-cache"))
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KUBECACHEDIR": cache}
 
 
-def write_kubeconfig(path: Path, url: str, *, namespace: str = "default") -> Path:
+def write_kubeconfig(
+    path: Path, url: str, *, namespace: str = "default", token: str | None = None
+) -> Path:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "emulator", "cluster": {"server": url}}],
-        "users": [{"name": "emulator", "user": {}}],
+        "users": [{"name": "emulator", "user": {"token": token} if token else {}}],
         "contexts": [
             {
                 "name": "emulator",

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import kubernetes
 import pytest
 import yaml
 
 from tests.k8s.emulator import fields_match, jsonpath, labels_match
-from tests.k8s.fixtures import KUBECTL, Cluster
+from tests.k8s.fixtures import KUBECTL, Cluster, run_kubectl
 
 CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -57,6 +58,7 @@ CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
+FM = {"fieldManager": "test"}
 
 
 class Api:
@@ -382,6 +384,72 @@ async def test_write_counter(k8s: Cluster, api: Api) -> None:
         MERGE_PATCH,
     ]
     assert len(k8s.emulator.calls) == 4
+
+
+async def test_accesses_are_the_requests_as_rbac_authorizes_them(k8s: Cluster) -> None:
+    """Every request as (verb, apiGroup, resource[/subresource], namespace, name) and its token.
+
+    Failed and unserved requests are authorized too, so they are recorded; a server-side apply
+    that creates is a patch and a create. Recording answers nothing: a 404 stays a 404, and a
+    DELETE of a collection (not emulated) a 405.
+    """
+    k8s.emulator.add_crd(CRD)
+    k8s.emulator.reset_calls()
+    session = aiohttp.ClientSession(base_url=k8s.url, headers={"Authorization": "Bearer alice"})
+    async with session:
+        api = Api(session)
+        await api.ok("GET", "/apis")
+        created = await api.ok("POST", WIDGETS, widget("a"))
+        await api.ok("GET", f"{WIDGETS}/a")
+        await api.ok("GET", WIDGETS)
+        await api.ok("GET", "/apis/example.com/v1/widgets", fieldSelector="metadata.name=a")
+        await api.watch(WIDGETS, resourceVersion=str(rv(created)), timeoutSeconds="1")
+        await api.ok("PUT", f"{WIDGETS}/a", {**created, "spec": {"size": 2}})
+        await api.ok("PATCH", f"{WIDGETS}/a/status", {"status": {"ok": 1}}, ctype=MERGE_PATCH)
+        for size in (1, 2):  # the first apply creates, the second changes
+            await api.ok("PATCH", f"{WIDGETS}/b", widget("b", size=size), ctype=APPLY, **FM)
+        await api.ok("DELETE", f"{WIDGETS}/a")
+        assert (await api("GET", f"{CONFIGMAPS}/missing"))[0] == 404
+        assert (await api("DELETE", WIDGETS))[0] == 405  # not emulated, still authorized
+        await api.ok("GET", "/api/v1/namespaces/default")
+    # A Python client's token names its user; kubectl sends none to an http:// server.
+    bob = "system:serviceaccount:default:bob"
+    client = kubernetes.config.new_client_from_config(str(k8s.kubeconfig_for(bob)))
+    with client:
+        kubernetes.client.CoreV1Api(client).list_namespaced_config_map("default")
+    kubeconfig = k8s.kubeconfig_for("carol")
+    env = {**k8s.kubectl_env(), "KUBECONFIG": str(kubeconfig)}
+    run_kubectl(kubeconfig, "get", "widgets", "-n", "default", env=env)
+
+    widgets = ("example.com", "widgets", "default")
+    seen = [(a.verb, a.group, a.resource, a.namespace, a.name) for a in k8s.emulator.accesses]
+    assert seen[:15] == [
+        ("get", "", "", None, None),
+        ("create", *widgets, None),
+        ("get", *widgets, "a"),
+        ("list", *widgets, None),
+        ("list", "example.com", "widgets", None, "a"),
+        ("watch", *widgets, None),
+        ("update", *widgets, "a"),
+        ("patch", "example.com", "widgets/status", "default", "a"),
+        ("patch", *widgets, "b"),
+        ("create", *widgets, "b"),
+        ("patch", *widgets, "b"),
+        ("delete", *widgets, "a"),
+        ("get", "", "configmaps", "default", "missing"),
+        ("deletecollection", *widgets, None),
+        ("get", "", "namespaces", "default", "default"),
+    ]
+    assert k8s.emulator.accesses[0].path == "/apis"
+    assert {a.user for a in k8s.emulator.accesses[:15]} == {"alice"}
+    assert k8s.emulator.accesses[15][:6] == ("list", "", "configmaps", "default", None, bob)
+    kubectl = k8s.emulator.accesses[16:]
+    assert ("list", "widgets", "default") in {(a.verb, a.resource, a.namespace) for a in kubectl}
+    assert {a.user for a in kubectl} == {None}  # client-go sends credentials only over TLS
+    assert {a.agent.split("/")[0] for a in kubectl} == {"kubectl"}
+    assert len(k8s.emulator.accesses) == len(k8s.emulator.calls) + 1  # the creating apply
+    k8s.emulator.reset_calls()
+    assert k8s.emulator.accesses == []
 
 
 async def test_kmock_reactions_win(k8s: Cluster, api: Api) -> None:

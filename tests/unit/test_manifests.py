@@ -5,7 +5,8 @@ every rendered object is validated against Kubernetes 1.37's own schemas in stri
 properties that matter are asserted on the result: RBAC grants exactly what the operator needs
 (one namespace; nothing cluster-wide but reading its own two CRDs), the pod runs locked down, each
 overlay lands in its environment's namespace with the right `--env`, and the three environments
-can share one cluster. There is no Docker engine here, so the Dockerfile is checked by parsing it.
+can share one cluster and differ in nothing else. There is no Docker engine here, so the
+Dockerfile is checked by parsing it.
 """
 
 from __future__ import annotations
@@ -45,19 +46,21 @@ GIT_CREDENTIALS = "/var/run/secrets/mlgitops/git"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 NAMESPACED = {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service", "Deployment"}
 
-# The whole namespaced grant, (apiGroup, resource) -> verbs: anything more is a finding.
-SERVER_SIDE_APPLY = {"get", "list", "watch", "create", "patch", "update", "delete"}
+# The whole namespaced grant, (apiGroup, resource) -> verbs: anything more is a finding. Each is
+# a request the operator makes (tests/integration/test_operator_rbac.py checks it against them).
+# An apply: read by name first, then a patch, which a real API server also authorizes as a
+# create when it creates the object; pruned by name.
+APPLIED = {"get", "create", "patch", "delete"}
+WATCHED = {"list", "watch"}  # by kopf
 NAMESPACED_GRANT: dict[tuple[str, str], set[str]] = {
-    ("mlgitops.io", "modeldeployments"): SERVER_SIDE_APPLY,
-    ("mlgitops.io", "environments"): SERVER_SIDE_APPLY - {"delete"},
-    ("mlgitops.io", "modeldeployments/status"): {"get", "patch", "update"},
-    ("mlgitops.io", "environments/status"): {"get", "patch", "update"},
-    ("apps", "deployments"): SERVER_SIDE_APPLY,
-    ("", "services"): SERVER_SIDE_APPLY,
-    ("batch", "cronjobs"): SERVER_SIDE_APPLY,
-    ("batch", "jobs"): SERVER_SIDE_APPLY,
+    ("mlgitops.io", "modeldeployments"): APPLIED | WATCHED,
+    ("mlgitops.io", "environments"): (APPLIED - {"delete"}) | WATCHED,
+    ("mlgitops.io", "modeldeployments/status"): {"patch"},
+    ("mlgitops.io", "environments/status"): {"patch"},
+    ("apps", "deployments"): APPLIED,
+    ("", "services"): APPLIED,
+    ("batch", "cronjobs"): APPLIED,
     ("", "events"): {"create"},
-    ("", "secrets"): {"get"},
 }
 BUILT_IN_ROLES = {"cluster-admin", "admin", "edit", "view"}
 ESCALATING_VERBS = {"bind", "escalate", "impersonate", "deletecollection"}
@@ -217,15 +220,11 @@ def test_the_role_grants_exactly_what_the_operator_needs(target: str) -> None:
     assert granted == NAMESPACED_GRANT
 
 
-def test_secrets_are_readable_only_by_name(target: str) -> None:
+def test_no_secret_is_readable_through_the_api(target: str) -> None:
+    """The kubelet resolves the pod's Secret references; the operator's account reads none."""
     objs = build(target)
-    secret_rules = [r for r in rules(objs, "Role") if "secrets" in r["resources"]]
-    assert secret_rules
-    for rule in secret_rules:
-        assert rule["resources"] == ["secrets"], "keep secrets in a rule of their own"
-        assert set(rule["resourceNames"]) == SECRETS
-        assert rule["verbs"] == ["get"]
-    assert not [r for r in rules(objs, "ClusterRole") if "secrets" in r["resources"]]
+    for kind in ("Role", "ClusterRole"):
+        assert not [r for r in rules(objs, kind) if "secrets" in r["resources"]], kind
 
     pod = only(objs, "Deployment")["spec"]["template"]["spec"]
     referenced = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
@@ -234,7 +233,7 @@ def test_secrets_are_readable_only_by_name(target: str) -> None:
         for var in container(objs)["env"]
         if "secretKeyRef" in var.get("valueFrom", {})
     }
-    assert referenced == SECRETS, "the pod uses exactly the Secrets the Role names"
+    assert referenced == SECRETS, "the pod uses exactly these Secrets"
 
 
 def test_nothing_cluster_wide_but_reading_our_crds(target: str) -> None:
@@ -413,6 +412,44 @@ def test_prod_has_more_memory(env: str) -> None:
     limits = container(build(f"overlays/{env}"))["resources"]["limits"]
     assert limits["memory"] == ("1Gi" if env == "prod" else "512Mi")
     assert limits["cpu"] == "1"
+
+
+def generic(env: str) -> list[Obj]:
+    """The overlay's objects with the environment's own values as placeholders, resources aside.
+
+    Whole string values only (no substrings), so text in the CRDs that happens to name an
+    environment, e.g. an s3://bucket/lake/prod example, is left alone and still compared.
+    """
+    objs = build(f"overlays/{env}")
+    placeholders = {
+        env: "<env>",
+        f"ml-{env}": "<namespace>",
+        f"{OPERATOR}-{env}": f"{OPERATOR}-<env>",
+        # The ConfigMap's content hash, which differs with MLGITOPS_ENV.
+        only(objs, "ConfigMap")["metadata"]["name"]: f"{OPERATOR}-<hash>",
+    }
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return placeholders.get(value, value) if isinstance(value, str) else value
+
+    for c in only(objs, "Deployment")["spec"]["template"]["spec"]["containers"]:
+        del c["resources"]
+    return [scrub(obj) for obj in objs]
+
+
+def test_the_overlays_differ_only_in_environment_name_and_namespace() -> None:
+    """What the shared component makes true: nothing else can drift between environments."""
+    assert generic("dev") == generic("staging") == generic("prod")
+    assert generic("dev") != build("overlays/dev"), "the placeholders replaced something"
+    labels = only(generic("dev"), "Deployment")["metadata"]["labels"]
+    assert labels[ENV_LABEL] == "<env>"
+    resources = {env: container(build(f"overlays/{env}"))["resources"] for env in ENVS}
+    assert resources["dev"] == resources["staging"] == container(build("base"))["resources"]
+    assert resources["prod"] != resources["dev"], "prod's one patch: more memory"
 
 
 # --- the image ---------------------------------------------------------------------------------

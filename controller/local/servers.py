@@ -157,18 +157,22 @@ class LocalRuntime:
             self._start(server)
 
     def status(self, name: str) -> ServingStatus:
+        """What the server serves now: rolled out only once it answers with the models and split
+        of its configuration (after a swap, not when the new configuration is merely written)."""
         server = self.servers[name]
-        ready = server.alive() and _ready(f"http://{self.host}:{server.port}/ping")
+        served = _served(f"http://{self.host}:{server.port}/version") if server.alive() else None
+        ready = served is not None and bool(served.get("ready"))
         config = server.config
+        updated = ready and _serves(served or {}, config)
         return ServingStatus(
             url=f"http://{self.host}:{server.port}",
             replicas=1,
             ready_replicas=1 if ready else 0,
-            updated_replicas=1 if ready else 0,
+            updated_replicas=1 if updated else 0,
             champion=_version(config["champion"]),
             challenger=_version(config["challenger"]) if config.get("challenger") else None,
             challenger_traffic=int(config.get("challengerTraffic", 0)),
-            rolled_out=ready,
+            rolled_out=updated,
         )
 
     def stop_all(self, *, timeout: float = 10.0) -> None:
@@ -261,6 +265,29 @@ def _ready(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def _served(url: str) -> dict[str, Any] | None:
+    """The server's ``/version`` document (what it serves now), or None while it is down."""
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            data = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _serves(served: dict[str, Any], config: dict[str, Any]) -> bool:
+    """True when the models in service are those ``config`` names, with its split."""
+    models = served.get("models") or {}
+    champion = models.get("champion") or {}
+    challenger = models.get("challenger") or {}
+    wanted_traffic = int(config.get("challengerTraffic", 0)) if config.get("challenger") else 0
+    return (
+        champion.get("uri") == config["champion"]
+        and challenger.get("uri") == config.get("challenger")
+        and int(models.get("challengerTraffic") or 0) == wanted_traffic
+    )
 
 
 def _version(uri: str | None) -> str | None:

@@ -158,6 +158,9 @@ def test_git_drives_local_servers(
                 (s := serving(state_dir, "fraud-detector"))["champion"] == "1" and s["rolledOut"]
             ),
         )
+        # rolledOut means the server answers with the new model now, not that its config file
+        # was rewritten: the next request is v1's (there is no challenger left to route to).
+        assert predict(fraud["url"], fraud_rows)[1] == "1"
         wait_for("responses from v1", lambda: versions[-20:] == ["1"] * 20)
     finally:
         stop.set()

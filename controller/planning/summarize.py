@@ -20,6 +20,7 @@ Everything here is pure: the time is passed in.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -186,15 +187,10 @@ def version_status(
 def history_entries(
     changes: Iterable[AliasChange], *, revision: str, reason: str, now: str
 ) -> list[HistoryEntry]:
-    """One history entry per alias change a pass applied."""
+    """One history entry per alias change a pass applied: the event the registry records."""
     return [
-        HistoryEntry(
-            alias=c.alias,
-            version=c.version,
-            previous=c.previous,
-            revision=revision,
-            reason=reason,
-            time=now,
+        HistoryEntry.model_validate(
+            dataclasses.asdict(c.event(revision=revision, reason=reason, time=now))
         )
         for c in changes
     ]

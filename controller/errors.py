@@ -59,6 +59,18 @@ class RegistryUnavailable(Unavailable):
     reason = "RegistryUnavailable"
 
 
+class ClusterUnavailable(Unavailable):
+    """The Kubernetes API server could not be reached or refused a request."""
+
+    reason = "ClusterUnavailable"
+
+
+class EnvironmentMissing(Unavailable):
+    """A ModelDeployment's namespace holds no Environment (yet): retry once one is applied."""
+
+    reason = "EnvironmentNotFound"
+
+
 class Busy(MlgitopsError):
     """Another mlgitops process holds the environment's lock."""
 

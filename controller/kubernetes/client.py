@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from controller.errors import Unavailable
+from controller.errors import ClusterUnavailable
 from controller.planning.children import contains
 
 FIELD_MANAGER = "mlgitops"
@@ -33,10 +33,6 @@ RESOURCES: Mapping[str, tuple[str, bool]] = {
     "Secret": ("secrets", True),
     "Namespace": ("namespaces", False),
 }
-
-
-class ClusterUnavailable(Unavailable):
-    reason = "ClusterUnavailable"
 
 
 def path_for(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:

@@ -18,7 +18,7 @@ from controller.api.documents import API_VERSION, Environment
 from controller.api.loader import load_deployment
 from controller.api.status import InventoryEntry, ModelDeploymentStatus, ServingStatus
 from controller.engine import now_iso
-from controller.errors import InvalidInput, MlgitopsError, Unavailable
+from controller.errors import EnvironmentMissing, InvalidInput, MlgitopsError, Unavailable
 from controller.planning import AliasChange, plan
 from controller.planning.children import Owner, RenderContext, render_children
 from controller.planning.ports import Cluster, RegistryFor
@@ -26,10 +26,6 @@ from controller.planning.summarize import applied_status, dump, failed_status, p
 
 Obj = dict[str, Any]
 REVISION_ANNOTATION = "mlgitops.io/revision"
-
-
-class EnvironmentMissing(Unavailable):
-    reason = "EnvironmentNotFound"
 
 
 @dataclass(frozen=True)

@@ -50,10 +50,12 @@ def _version(value: Any) -> Any:
     return value
 
 
+# int-or-string in the CRD too, so `kubectl apply` accepts exactly what `mlgitops validate` does;
+# pattern applies to a string, minimum to an integer.
 VersionNumber = Annotated[
     str,
     BeforeValidator(_version),
-    WithJsonSchema({"type": "string", "pattern": "^[1-9][0-9]*$"}),
+    WithJsonSchema({"type": ["integer", "string"], "minimum": 1, "pattern": "^[1-9][0-9]*$"}),
 ]
 
 

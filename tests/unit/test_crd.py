@@ -246,7 +246,13 @@ def test_schema_translation_details() -> None:
     assert props["champion"] == {
         "type": "object",
         "nullable": True,
-        "properties": {"version": {"type": "string", "pattern": "^[1-9][0-9]*$"}},
+        "properties": {
+            "version": {
+                "x-kubernetes-int-or-string": True,
+                "pattern": "^[1-9][0-9]*$",
+                "minimum": 1,
+            }
+        },
         "required": ["version"],
     }
     # gt=0 becomes an OpenAPI v3.0 exclusive minimum.
@@ -317,7 +323,10 @@ def test_a_valid_deployment_passes() -> None:
         pytest.param(
             {"serving": {"trafic": {"challenger": 10}}}, ["spec", "serving"], id="nested-unknown"
         ),
-        pytest.param({"champion": {"version": 2}}, ["spec", "champion", "version"], id="int-pin"),
+        pytest.param({"champion": {"version": 0}}, ["spec", "champion", "version"], id="int-pin-0"),
+        pytest.param(
+            {"champion": {"version": "v3"}}, ["spec", "champion", "version"], id="str-pin"
+        ),
         pytest.param({"serving": {"replicas": "two"}}, ["spec", "serving", "replicas"], id="type"),
         pytest.param(
             {"serving": {"traffic": {"challenger": 101}}},
@@ -339,6 +348,32 @@ def test_unknown_fields_and_wrong_types_are_rejected(
     doc = _deployment(**spec)
     errors = list(_md_validator().iter_errors(doc))
     assert where in [list(e.absolute_path) for e in errors], [e.message for e in errors]
+
+
+@pytest.mark.parametrize(
+    ("version", "valid"),
+    [
+        (3, True),
+        ("3", True),
+        (12, True),
+        (0, False),
+        (-1, False),
+        ("03", False),
+        ("v3", False),
+        (2.5, False),
+        (True, False),
+    ],
+)
+def test_the_loader_and_the_crd_accept_the_same_version_pins(version: Any, valid: bool) -> None:
+    """`mlgitops validate` and `kubectl apply` agree: an int or a numeric string, from 1."""
+    doc = _deployment(champion={"version": version})
+    crd_ok = not list(_md_validator().iter_errors(doc))
+    try:
+        ModelDeploymentSpec.model_validate(doc["spec"])
+        loader_ok = True
+    except ValueError:
+        loader_ok = False
+    assert (loader_ok, crd_ok) == (valid, valid)
 
 
 def test_strict_is_what_catches_unknown_fields() -> None:

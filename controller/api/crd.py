@@ -317,7 +317,7 @@ def render_crds() -> dict[str, dict[str, Any]]:
     deployments = _crd(
         kind="ModelDeployment",
         plural="modeldeployments",
-        short_names=["mldeploy", "mld"],
+        short_names=["md", "mld", "mldeploy"],
         schema=_root_schema(
             description="One registered model in one environment: its champion and challenger "
             "versions, training, validation, serving, batch inference and monitoring.",

@@ -542,7 +542,12 @@ def test_the_projects_crds_are_served_and_printed(k8s: Cluster) -> None:
     k8s.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(deployment))
     ready = {"conditions": [{"type": "Ready", "status": "True"}], "lastAppliedRevision": "abc"}
     status = json.dumps({"status": ready})
-    k8s.kubectl("patch", "mld", "fraud", "--subresource=status", "--type=merge", "-p", status)
-    header, row = k8s.kubectl("get", "mlgitops").stdout.splitlines()  # a category
+    k8s.kubectl("patch", "md", "fraud", "--subresource=status", "--type=merge", "-p", status)
+    header, row = k8s.kubectl("get", "md").stdout.splitlines()  # the short name
     assert header.split() == ["NAME", "CHAMPION", "CHALLENGER", "READY", "REVISION", "AGE"]
-    assert row.split()[:4] == ["modeldeployment.mlgitops.io/fraud", "3", "True", "abc"]
+    assert row.split()[:4] == ["fraud", "3", "True", "abc"]
+    environment = {"apiVersion": "mlgitops.io/v1alpha1", "kind": "Environment"}
+    environment |= {"metadata": {"name": "prod"}, "spec": {"catalog": "prod", "namespace": "x"}}
+    k8s.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(environment))
+    listed = k8s.kubectl("get", "mlgitops", "-o", "name").stdout.split()  # the category
+    assert sorted(listed) == ["environment.mlgitops.io/prod", "modeldeployment.mlgitops.io/fraud"]

@@ -151,7 +151,7 @@ def test_model_deployment_crd_names_and_columns() -> None:
         "modeldeployments",
         "modeldeployment",
     )
-    assert names["shortNames"] == ["mldeploy", "mld"]
+    assert names["shortNames"] == ["md", "mld", "mldeploy"]  # kubectl get md
     assert names["categories"] == ["mlgitops"]
     version = _version(crd)
     assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)

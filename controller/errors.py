@@ -71,6 +71,12 @@ class EnvironmentMissing(Unavailable):
     reason = "EnvironmentNotFound"
 
 
+class SyncFailed(Unavailable):
+    """A Git sync failed in a way nobody foresaw (a bug): retried, and reported as such."""
+
+    reason = "SyncFailed"
+
+
 class Busy(MlgitopsError):
     """Another mlgitops process holds the environment's lock."""
 

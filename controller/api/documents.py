@@ -81,10 +81,27 @@ class ObjectMeta(Model):
 # --- Environment ---------------------------------------------------------------------------
 
 
+def _no_credentials(value: str | None) -> str | None:
+    # A credential in Git is leaked to everyone who can read the repository, and from there
+    # into every object and pod the controller renders: refuse it where it is written.
+    if value is not None and (_USERINFO.search(value) or _SECRET_PARAM.search(value)):
+        raise ValueError(
+            "must not carry credentials (user:password@ or a token parameter): put them in the "
+            "Secret mlgitops-mlflow (keys token, or username and password), which the operator "
+            "and its pods read as MLFLOW_TRACKING_TOKEN / _USERNAME / _PASSWORD"
+        )
+    return value
+
+
+_USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^/@\s]+@")
+_SECRET_PARAM = re.compile(r"(?i)[?&](token|password|secret|access_key)=")
+
+
 class RegistrySpec(Model):
-    tracking_uri: str | None = Field(
+    tracking_uri: Annotated[str | None, AfterValidator(_no_credentials)] = Field(
         default=None,
-        description="MLflow tracking/registry URI. Omitted: the embedded SQLite store.",
+        description="MLflow tracking/registry URI, without credentials (those come from the "
+        "Secret mlgitops-mlflow). Omitted: the embedded SQLite store.",
     )
 
 

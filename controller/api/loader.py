@@ -187,6 +187,7 @@ def load_environment(
     problems: list[Problem] = []
     environments: list[tuple[Environment, Located]] = []
     deployments: list[tuple[ModelDeployment, Located]] = []
+    declared_environment = False  # an Environment document was there, valid or not
     for path in sorted(files):
         name = path.rsplit("/", 1)[-1]
         if not name.endswith((".yaml", ".yml")) or name in _IGNORED:
@@ -199,6 +200,7 @@ def load_environment(
                 continue
             kind = data.get("kind")
             if kind == "Environment":
+                declared_environment = True
                 env = _validate(Environment, data, at, problems)
                 if env is not None:
                     environments.append((env, at))
@@ -218,9 +220,7 @@ def load_environment(
 
     environment: Environment | None = None
     environment_at: Located | None = None
-    if not environments and not any(
-        p.field == "kind" or "Environment" in p.message for p in problems
-    ):
+    if not declared_environment and not any(p.field == "kind" for p in problems):
         problems.append(Problem(folder, None, "kind", "no Environment document in the folder"))
     for _env, at in environments[1:]:
         first = environments[0][1]

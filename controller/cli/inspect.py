@@ -50,7 +50,7 @@ def _serving(status: dict[str, Any]) -> str:
 def _ready(status: dict[str, Any]) -> str:
     for c in status.get("conditions", []):
         if c["type"] == "Ready":
-            return "True" if c["status"] == "True" else f"False ({c['reason']})"
+            return "True" if c["status"] == "True" else f"{c['status']} ({c['reason']})"
     return "Unknown"
 
 

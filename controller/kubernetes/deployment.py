@@ -92,17 +92,25 @@ def _serving(live: Obj | None, namespace: str) -> ServingStatus | None:
 def reconcile_deployment(
     *,
     obj: ObjectView,
-    environment: Environment | None,
+    environment: Environment | InvalidInput | None,
     registry_for: RegistryFor,
     cluster: Cluster,
     context: Callable[[Environment], RenderContext],
     now: Callable[[], str] = now_iso,
+    on_write: Callable[[Obj], None] = lambda _: None,
 ) -> DeploymentResult:
+    """One pass over ``obj``: aliases, children, prune; the status it should have (not written).
+
+    ``on_write`` is told of every child this pass wrote (the object the API server returned),
+    so the caller can recognize the watch event that echoes it.
+    """
     previous = parse(ModelDeploymentStatus, obj.status)
     result = DeploymentResult(status={}, changed=False)
     revision = obj.revision
     stamp = now()
     try:
+        if isinstance(environment, InvalidInput):
+            raise environment
         if environment is None:
             raise EnvironmentMissing(
                 f"no Environment in namespace {obj.namespace!r}: apply one (kind: Environment)"
@@ -139,6 +147,7 @@ def reconcile_deployment(
             ref = f"{child['kind']}/{child['metadata']['name']}"
             if wrote:
                 result.applied.append(ref)
+                on_write(live)
             if child["kind"] == "Deployment":
                 serving_live = live
         inventory = [

@@ -161,25 +161,27 @@ def sync_environment(
         metrics.GIT_SYNC_ERRORS.labels(environment=env, reason=reason).inc()
         if isinstance(exc, InvalidInput) and exc.revision:
             result.revision = exc.revision
-        if isinstance(exc, InvalidInput) and namespace:
+        if namespace:
             # Say why on the Environment (if one was applied before); the cluster is unchanged.
-            with contextlib.suppress(Unavailable):
-                env_obj = cluster.get(API_VERSION, "Environment", namespace, env)
-                if env_obj is not None:
-                    outcome = Outcome(
-                        attempted=exc.revision,
-                        applied=False,
-                        reason=reason,
-                        message=str(exc)[:2000],
-                        stalled=True,
-                    )
-                    _write_status(
-                        cluster,
-                        namespace,
-                        env,
-                        env_obj,
-                        parse(EnvironmentStatus, env_obj.get("status")),
-                        outcome,
-                        None,
-                    )
+            # A bad revision stalls until Git changes; an unreachable repository is only not
+            # Ready, and the next poll retries.
+            report_failure(cluster, env=env, namespace=namespace, error=exc)
     return result
+
+
+def report_failure(cluster: Cluster, *, env: str, namespace: str, error: MlgitopsError) -> None:
+    """Ready False on the Environment, with the reason; the last good state stays in force."""
+    with contextlib.suppress(Unavailable):  # the API server is down too: nothing to tell it
+        env_obj = cluster.get(API_VERSION, "Environment", namespace, env)
+        if env_obj is None:
+            return
+        invalid = isinstance(error, InvalidInput)
+        outcome = Outcome(
+            attempted=error.revision if isinstance(error, InvalidInput) else None,
+            applied=False,
+            reason=error_reason(error),
+            message=str(error)[:2000],
+            stalled=invalid,
+        )
+        previous = parse(EnvironmentStatus, env_obj.get("status"))
+        _write_status(cluster, namespace, env, env_obj, previous, outcome, None)

@@ -1,49 +1,70 @@
-"""The kopf operator: thin handlers that all call the same ``reconcile_deployment``.
+"""The kopf operator: every reason to look at a ModelDeployment again queues the same pass.
 
-Create, update, resume and a jittered timer all run one level-based pass over the object as it is
-now; delete removes the children and leaves the registry aliases alone (the registry is shared
-with other tools and the aliases are history, not cluster state; Git decides them). kopf's own
-bookkeeping (finalizer, progress, last-handled configuration) lives in ``mlgitops.io`` annotations,
-not in status, so status holds only the contract.
+A pass (``deployment.reconcile_deployment``) reads the object as it is now, never the event that
+woke it. What wakes it: the object's own watch events; events of its children (the serving
+Deployment and Service and the CronJobs, watched by the ``managed-by`` label), so a child deleted
+or scaled by hand is put back within seconds and the end of a rollout is noticed as it happens;
+a change of the namespace's Environment; and a resync timer as the safety net. All of them go
+through one work queue (``queue.WorkQueue``), which coalesces bursts, never runs two passes of
+one object at once, and keeps the resync as a delayed request. Events echoing the operator's own
+writes (it knows the resourceVersions it wrote) wake nothing.
+
+No finalizer: nothing of ours needs cleaning up when a ModelDeployment goes. Its children go by
+owner reference (the garbage collector), and registry aliases are left as they are on purpose
+(the registry is shared, and the aliases are history; Git decides them). So a delete never waits
+for the operator, and an uninstalled or crashed operator never wedges a namespace. An object that
+still carries the finalizer of an earlier version has it removed by kopf on first sight.
 
 Nothing here is configured at import: ``mlgitops operator`` builds an :class:`OperatorConfig`
 from its flags and calls :func:`run`, which builds the per-run state (:class:`Operator`), a kopf
-registry whose handlers close over it, and kopf's settings. So two operators can run in one
-process (tests), and every setting, the resync interval included, is an argument.
-This is the only module that imports kopf.
+registry whose handlers close over it, and kopf's settings. This is the only module that imports
+kopf.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
-import math
 import random
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
+from pydantic import ValidationError
 
 from controller.api.documents import API_VERSION, GROUP, Environment
-from controller.errors import InvalidInput, Unavailable
+from controller.errors import InvalidInput, Problem, SyncFailed, Unavailable, one_line
 from controller.kubernetes import http, metrics
 from controller.kubernetes.client import KubeCluster
 from controller.kubernetes.deployment import ObjectView, reconcile_deployment
-from controller.kubernetes.gitsync import sync_environment
-from controller.planning.children import RenderContext
+from controller.kubernetes.gitsync import report_failure, sync_environment
+from controller.kubernetes.queue import WorkQueue
+from controller.planning.children import MANAGED_BY, MD_LABEL, RenderContext
 from controller.planning.ports import Registry
 from controller.state import StateDir
 
 VERSION = API_VERSION.split("/")[1]
 MD = (GROUP, VERSION, "modeldeployments")
 ENVS = (GROUP, VERSION, "environments")
+# The children a pass renders, watched so that drift and rollouts are seen as they happen.
+CHILDREN = {
+    ("apps", "v1", "deployments"): "Deployment",
+    ("", "v1", "services"): "Service",
+    ("batch", "v1", "cronjobs"): "CronJob",
+}
 DEFAULT_IMAGE = "ghcr.io/mlgitops/mlgitops:0.1.0"
+CHILD_DELAY = 0.2  # coalesce a burst of child events (a rollout writes several) into one pass
+RETRY_DELAY = 15.0  # after an unreachable registry or API server
+GIT_BACKOFF = 1.0  # first retry of a failed Git sync; doubles up to the poll interval
 log = logging.getLogger("mlgitops.operator")
+
+Key = tuple[str, str]  # (namespace, name) of a ModelDeployment
 
 
 @dataclass(frozen=True)
@@ -65,25 +86,26 @@ class OperatorConfig:
 
 
 class Operator:
-    """What one run of the operator builds once and shares between handler threads."""
+    """What one run of the operator builds once and shares between handlers and workers."""
 
     def __init__(self, config: OperatorConfig) -> None:
         self.config = config
         self.cluster: KubeCluster | None = None
         self.registries: dict[str, Registry] = {}
-        self.object_locks: dict[str, threading.Lock] = {}
-        self.last_pass: dict[str, float] = {}  # uid -> time.monotonic() a pass last ended
         self.lock = threading.Lock()
+        self.queue: WorkQueue[Key] = WorkQueue(self.process, workers=config.workers)
+        self.known: dict[str, set[str]] = {}  # namespace -> ModelDeployments seen
+        self.written: dict[tuple[str, str, str], str] = {}  # (kind, ns, name) -> our last rv
+        self.environments: kopf.Index[str, Any] | None = None
+        self.kopf_context: contextvars.Context | None = None  # for kopf.event from workers
         self.sync_now = threading.Event()
         self.stop = threading.Event()
         self.git_ready = threading.Event()
+        self.git_thread: threading.Thread | None = None
+        self.git_error: str | None = None  # why the last Git sync failed, None when it did not
         self.last_sync: dict[str, Any] = {}
 
     # -- shared state ------------------------------------------------------------------------------
-
-    def object_lock(self, uid: str) -> threading.Lock:
-        with self.lock:
-            return self.object_locks.setdefault(uid, threading.Lock())
 
     def registry_for(self, tracking_uri: str | None) -> Registry:
         from controller.registry import MlflowRegistry, embedded_tracking_uri
@@ -102,129 +124,171 @@ class Operator:
             data_root=environment.spec.data_root,
         )
 
-    def environment(self, index: kopf.Index[str, Any], namespace: str) -> Environment | None:
+    def environment(self, namespace: str) -> Environment | InvalidInput | None:
+        """The namespace's Environment from kopf's index: None when there is none, the problem
+        when it is invalid (applied by hand, say, with credentials in its tracking URI)."""
         wanted = self.config.env
+        index: Mapping[str, Any] = self.environments if self.environments is not None else {}
         for entry in index.get(namespace, []):
             if not wanted or entry["name"] == wanted:
                 try:
                     return Environment.model_validate(entry["body"])
-                except ValueError:
-                    return None
+                except ValidationError as exc:
+                    problems = [
+                        Problem(
+                            f"environment/{entry['name']}",
+                            None,
+                            ".".join(str(p) for p in error["loc"]),
+                            error["msg"].removeprefix("Value error, "),
+                        )
+                        for error in exc.errors()
+                    ]
+                    return InvalidInput(problems)
         return None
 
     def readiness(self) -> tuple[bool, Mapping[str, Any]]:
+        if self.config.repo and not (self.git_thread and self.git_thread.is_alive()):
+            return False, {"status": "Git sync is not running", "lastSync": self.last_sync}
         if not self.git_ready.is_set():
             return False, {"status": "waiting for the first Git sync"}
+        if self.git_error:
+            return False, {
+                "status": f"Git sync failing: {self.git_error}",
+                "lastSync": self.last_sync,
+            }
         return True, {"status": "ready", "lastSync": self.last_sync}
+
+    # -- what wakes a pass -------------------------------------------------------------------------
+
+    def wrote(self, obj: Mapping[str, Any]) -> None:
+        """Remember the resourceVersion of an object we just wrote: its echo wakes nothing."""
+        meta = obj.get("metadata") or {}
+        if meta.get("resourceVersion"):
+            key = (str(obj.get("kind")), meta.get("namespace", ""), meta.get("name", ""))
+            with self.lock:
+                self.written[key] = meta["resourceVersion"]
+
+    def echo(self, kind: str, body: Mapping[str, Any]) -> bool:
+        """True when ``body`` is what our own last write of it left."""
+        meta = body.get("metadata") or {}
+        key = (kind, meta.get("namespace", ""), meta.get("name", ""))
+        with self.lock:
+            return bool(meta.get("resourceVersion")) and self.written.get(key) == meta.get(
+                "resourceVersion"
+            )
+
+    def deployment_event(self, event: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta["name"])
+        if event.get("type") == "DELETED":
+            self.queue.forget(key)
+            with self.lock:
+                self.known.get(key[0], set()).discard(key[1])
+                self.written.pop(("ModelDeployment", *key), None)
+            with contextlib.suppress(KeyError):
+                metrics.READY.remove(*key)
+            return
+        with self.lock:
+            self.known.setdefault(key[0], set()).add(key[1])
+        if not self.echo("ModelDeployment", body):
+            self.queue.add(key)
+
+    def child_event(self, kind: str, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(MD_LABEL)
+        if owner and not self.echo(kind, body):
+            self.queue.add((meta.get("namespace", ""), owner), delay=CHILD_DELAY)
+
+    def environment_event(self, namespace: str) -> None:
+        with self.lock:
+            names = sorted(self.known.get(namespace, ()))
+        for name in names:
+            self.queue.add((namespace, name), delay=CHILD_DELAY)
 
     # -- one pass ----------------------------------------------------------------------------------
 
-    def reconcile(self, body: kopf.Body, environments: kopf.Index[str, Any]) -> None:
-        # kopf may run the timer and a change handler of one object at once; passes of one
-        # object must not interleave (two would both move an alias and record it twice).
-        uid = body.get("metadata", {}).get("uid", "")
-        with self.object_lock(uid):
-            try:
-                self._reconcile_locked(body, environments)
-            finally:
-                self.last_pass[uid] = time.monotonic()
+    def process(self, key: Key) -> float | None:
+        """One pass over the ModelDeployment ``key``; seconds until its next pass, or None."""
+        context = self.kopf_context
+        if context is None:
+            return self._process(key)
+        return context.copy().run(self._process, key)
 
-    def _reconcile_locked(self, body: kopf.Body, environments: kopf.Index[str, Any]) -> None:
+    def _process(self, key: Key) -> float | None:
         cluster = self.cluster
         assert cluster is not None
-        meta = body.get("metadata", {})
-        # Read the object afresh under the lock: the body kopf hands a handler is a snapshot, and
-        # a pass that ran meanwhile (timer or change) may have written status this one builds on.
-        fresh = cluster.get(API_VERSION, "ModelDeployment", meta.get("namespace"), meta["name"])
-        if fresh is None or fresh.get("metadata", {}).get("uid") != meta.get("uid"):
-            return  # deleted (or replaced) meanwhile; the delete handler or the new object acts
+        namespace, name = key
+        fresh = cluster.get(API_VERSION, "ModelDeployment", namespace, name)
+        if fresh is None:
+            return None  # deleted meanwhile: its DELETED event forgets it
         if fresh.get("metadata", {}).get("deletionTimestamp"):
-            # Being deleted: the delete handler removes the children; a pass now would put them
-            # back, and its status write would race kopf's removal of the finalizer.
-            return
+            # Being deleted (held by someone else's finalizer): its children go with it by owner
+            # reference; a pass now would only put them back.
+            return None
         obj = ObjectView.from_body(fresh)
         started = time.perf_counter()
         result = reconcile_deployment(
             obj=obj,
-            environment=self.environment(environments, obj.namespace),
+            environment=self.environment(obj.namespace),
             registry_for=self.registry_for,
             cluster=cluster,
             context=self.context,
+            on_write=self.wrote,
         )
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         if result.changed:
-            # Written here, under the object's lock, not through kopf's patch (applied only
-            # after the handler returns): the next pass of this object must read this status.
             stale = dict.fromkeys(set(obj.status) - set(result.status))
-            cluster.patch_status(
+            written = cluster.patch_status(
                 API_VERSION, "ModelDeployment", obj.namespace, obj.name, {**stale, **result.status}
             )
+            self.wrote({**written, "kind": "ModelDeployment"})
         ready = next((c for c in result.status.get("conditions", []) if c["type"] == "Ready"), None)
         metrics.READY.labels(namespace=obj.namespace, name=obj.name).set(
             1 if ready and ready["status"] == "True" else 0
         )
         for change in result.changes:
             metrics.ALIAS_CHANGES.labels(alias=change.alias).inc()
-            kopf.event(
-                body,
-                type="Normal",
-                reason="AliasChanged",
-                message=f"{change.model}: {change.alias} {change.previous or '(none)'} -> "
+            self.post(
+                fresh,
+                "Normal",
+                "AliasChanged",
+                f"{change.model}: {change.alias} {change.previous or '(none)'} -> "
                 f"{change.version or '(none)'}",
             )
         if result.pruned:
-            kopf.event(body, type="Normal", reason="Pruned", message=", ".join(result.pruned))
+            self.post(fresh, "Normal", "Pruned", ", ".join(result.pruned))
         error = result.error
-        if error is None:
+        if error is not None:
+            reason = (
+                "InvalidSpec"
+                if isinstance(error, InvalidInput)
+                else getattr(error, "reason", "Error")
+            )
+            metrics.RECONCILE_ERRORS.labels(reason=reason).inc()
+            if result.changed or result.changes:
+                self.post(fresh, "Warning", reason, str(error)[:1000])
+            if isinstance(error, Unavailable):
+                return RETRY_DELAY  # the status above says why; try again soon
+        # The safety net; jittered so that objects created together do not resync together.
+        return self.config.resync_seconds * random.uniform(0.9, 1.1)
+
+    def post(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A Kubernetes Event about ``body``, through kopf's poster (batched, retried)."""
+        if self.kopf_context is None:
             return
-        reason = (
-            "InvalidSpec" if isinstance(error, InvalidInput) else getattr(error, "reason", "Error")
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, dict(body))), type=type_, reason=reason, message=message
         )
-        metrics.RECONCILE_ERRORS.labels(reason=reason).inc()
-        if result.changed or result.changes:
-            kopf.event(body, type="Warning", reason=reason, message=str(error)[:1000])
-        if isinstance(error, Unavailable):
-            # Keep the status written above, and let kopf retry with backoff.
-            raise kopf.TemporaryError(str(error), delay=15)
-
-    def resync(self, body: kopf.Body, environments: kopf.Index[str, Any]) -> None:
-        """The periodic level-based pass: restores children deleted or edited by hand.
-
-        Skipped when a pass of this object (a change, or the create) ended less than half an
-        interval ago: that pass saw the world as recently, so the last pass is never more than
-        1.5 intervals old, and a timer that fires just after a create or update pass does not
-        repeat it.
-        """
-        uid = body.get("metadata", {}).get("uid", "")
-        since = time.monotonic() - self.last_pass.get(uid, -math.inf)
-        if since < self.config.resync_seconds / 2:
-            return
-        self.reconcile(body, environments)
-
-    def delete(self, body: kopf.Body) -> None:
-        """Remove the children (a real cluster would also garbage-collect them by owner reference).
-
-        Registry aliases are left as they are: deleting a Kubernetes object must not change what
-        other environments, batch jobs or people see in the shared registry.
-        """
-        cluster = self.cluster
-        assert cluster is not None
-        obj = ObjectView.from_body(body)
-        with self.object_lock(obj.uid):  # after a pass in flight, which may have applied children
-            fresh = cluster.get(API_VERSION, "ModelDeployment", obj.namespace, obj.name)
-            if fresh is not None and fresh.get("metadata", {}).get("uid") == obj.uid:
-                obj = ObjectView.from_body(fresh)  # its inventory includes that pass's children
-            for entry in (obj.status or {}).get("inventory", []):
-                cluster.delete(entry["apiVersion"], entry["kind"], obj.namespace, entry["name"])
-        with contextlib.suppress(KeyError):
-            metrics.READY.remove(obj.namespace, obj.name)
-        with self.lock:
-            self.object_locks.pop(obj.uid, None)
-            self.last_pass.pop(obj.uid, None)
 
     # -- Git sync ----------------------------------------------------------------------------------
 
     def git_loop(self) -> None:
+        """Sync the environment folder from Git every poll interval (or on a webhook push).
+
+        Supervised: no error ends it. A sync that fails (Git unreachable, an unexpected error)
+        is retried with exponential backoff up to the poll interval, the Environment's Ready
+        condition says why, and ``/readyz`` answers 503 until a sync succeeds again.
+        """
         from controller.sources import GitSource
 
         cluster, repo = self.cluster, self.config.repo
@@ -232,59 +296,64 @@ class Operator:
         assert repo
         state = StateDir(self.config.state_dir.resolve())
         source = GitSource(repo, cache_dir=state.git_cache)
+        failures = 0
         while not self.stop.is_set():
-            result = sync_environment(
-                env=self.config.env,
-                source=source,
-                cluster=cluster,
-                namespace=self.config.namespace,
-            )
-            self.last_sync = {
-                "revision": result.revision,
-                "error": str(result.error or ""),
-                "applied": result.applied,
-                "pruned": result.pruned,
-                "time": time.time(),
-            }
-            if result.error is not None:
-                log.warning("git sync of %s applied nothing: %s", self.config.env, result.error)
-            elif result.applied or result.pruned:
-                log.info(
-                    "git sync %s: applied %s, pruned %s",
-                    (result.revision or "")[:7],
-                    result.applied,
-                    result.pruned,
+            error: str | None = None
+            try:
+                result = sync_environment(
+                    env=self.config.env,
+                    source=source,
+                    cluster=cluster,
+                    namespace=self.config.namespace,
                 )
-            source.close()  # a fresh handle next time: a remote mirror fetches only what is new
+            except Exception as exc:  # a bug must not end Git sync: report it, retry
+                log.exception("git sync of %s failed", self.config.env)
+                error = f"{type(exc).__name__}: {exc}"
+                if self.config.namespace:
+                    with contextlib.suppress(Exception):
+                        report_failure(
+                            cluster,
+                            env=self.config.env,
+                            namespace=self.config.namespace,
+                            error=SyncFailed(f"Git sync failed: {one_line(exc)}"),
+                        )
+                self.last_sync = {"error": error, "time": time.time()}
+            else:
+                self.last_sync = {
+                    "revision": result.revision,
+                    "error": str(result.error or ""),
+                    "applied": result.applied,
+                    "pruned": result.pruned,
+                    "time": time.time(),
+                }
+                if isinstance(result.error, Unavailable):
+                    error = str(result.error)
+                if result.error is not None:
+                    log.warning("git sync of %s applied nothing: %s", self.config.env, result.error)
+                elif result.applied or result.pruned:
+                    log.info(
+                        "git sync %s: applied %s, pruned %s",
+                        (result.revision or "")[:7],
+                        result.applied,
+                        result.pruned,
+                    )
+            finally:
+                source.close()  # a fresh handle next time: a mirror fetches only what is new
+            self.git_error = error
+            failures = failures + 1 if error else 0
             self.git_ready.set()
-            self.sync_now.wait(self.config.poll_seconds)
+            delay = self.config.poll_seconds
+            if failures:
+                delay = min(delay, GIT_BACKOFF * 2 ** min(failures - 1, 10))
+            self.sync_now.wait(delay)
             self.sync_now.clear()
-
-
-def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
-    settings = kopf.OperatorSettings()
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.scanning.disabled = True  # CRDs are known; no cluster-wide CRD watch (RBAC)
-    settings.posting.level = logging.WARNING  # our own Events only, not one per handler run
-    settings.execution.max_workers = config.workers
-    settings.watching.server_timeout = 270
-    settings.networking.request_timeout = 60
-    # A deletion that lands while a resync pass runs must wait for that pass (a thread kopf
-    # cannot cancel) before the finalizer goes. kopf re-checks such a timer every 60 s by
-    # default, so the object would linger a minute; a pass takes well under a second.
-    settings.background.cancellation_polling = 1.0
-    return settings
 
 
 def build_registry(op: Operator) -> kopf.OperatorRegistry:
     """kopf's handlers for one operator run, each a closure over ``op``.
 
-    Handler ids are fixed (kopf keys its progress annotations by them), so renaming a function
-    here does not orphan the bookkeeping of objects in a cluster.
+    Only watch-event handlers and an index: no resource-changing handler, timer or daemon, so
+    kopf puts no finalizer and no bookkeeping annotation on our objects.
     """
     registry = kopf.OperatorRegistry()
     config = op.config
@@ -296,6 +365,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
         op.cluster = KubeCluster(pool_size=config.workers + 4)
+        op.queue.start()
         await http.start(
             host=config.http_host,
             port=config.http_port,
@@ -304,7 +374,8 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             on_push=op.sync_now.set if config.repo else None,
         )
         if config.repo:
-            threading.Thread(target=op.git_loop, name="mlgitops-git", daemon=True).start()
+            op.git_thread = threading.Thread(target=op.git_loop, name="mlgitops-git", daemon=True)
+            op.git_thread.start()
         else:
             op.git_ready.set()
 
@@ -312,6 +383,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     async def cleanup(**_: Any) -> None:
         op.stop.set()
         op.sync_now.set()
+        await asyncio.get_running_loop().run_in_executor(None, op.queue.stop)
 
     @kopf.index(*ENVS, id="environments", registry=registry)
     def environments(
@@ -330,31 +402,48 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             }
         }
 
-    @kopf.on.resume(*MD, id="on_change", registry=registry)
-    @kopf.on.create(*MD, id="on_change", registry=registry)
-    @kopf.on.update(*MD, id="on_change", registry=registry)
-    def on_change(*, body: kopf.Body, **kwargs: Any) -> None:
-        op.reconcile(body, kwargs["environments"])
+    @kopf.on.event(*MD, id="modeldeployment", registry=registry)
+    async def on_deployment(*, event: kopf.RawEvent, body: kopf.Body, **kwargs: Any) -> None:
+        op.environments = kwargs["environments"]  # kopf's live index, filled before any event
+        if op.kopf_context is None:
+            op.kopf_context = contextvars.copy_context()  # kopf's Event poster, for workers
+        op.deployment_event(event, body)
 
-    def jitter(**_: Any) -> float:
-        return random.uniform(0, config.resync_seconds)
+    @kopf.on.event(*ENVS, id="environment", registry=registry)
+    async def on_environment(*, namespace: str | None, **_: Any) -> None:
+        op.environment_event(namespace or "")
 
-    @kopf.timer(
-        *MD,
-        id="resync",
-        interval=config.resync_seconds,
-        initial_delay=jitter,
-        sharp=False,
-        registry=registry,
-    )
-    def resync(*, body: kopf.Body, **kwargs: Any) -> None:
-        op.resync(body, kwargs["environments"])
+    def child_handler(kind: str) -> Any:
+        async def on_child(*, body: kopf.Body, **_: Any) -> None:
+            op.child_event(kind, body)
 
-    @kopf.on.delete(*MD, id="on_delete", registry=registry)
-    def on_delete(*, body: kopf.Body, **_: Any) -> None:
-        op.delete(body)
+        return on_child
+
+    for (group, version, plural), kind in CHILDREN.items():
+        kopf.on.event(
+            group,
+            version,
+            plural,
+            id=f"child-{plural}",
+            labels={MANAGED_BY: "mlgitops"},
+            registry=registry,
+        )(child_handler(kind))
 
     return registry
+
+
+def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = f"{GROUP}/finalizer"  # only to remove an old version's
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.scanning.disabled = True  # CRDs are known; no cluster-wide CRD watch (RBAC)
+    settings.posting.level = logging.WARNING  # our own Events only, not one per handler run
+    settings.watching.server_timeout = 270
+    settings.networking.request_timeout = 60
+    return settings
 
 
 def run(config: OperatorConfig) -> None:

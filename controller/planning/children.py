@@ -82,15 +82,28 @@ def _meta(owner: Owner, name: str, component: str) -> Obj:
     }
 
 
+MLFLOW_SECRET = "mlgitops-mlflow"
+# MLflow's own variables, each from a key of the Secret (optional: a registry without
+# authentication needs none). Never a literal value: a credential never appears in a spec.
+_CREDENTIALS = (
+    ("MLFLOW_TRACKING_TOKEN", "token"),
+    ("MLFLOW_TRACKING_USERNAME", "username"),
+    ("MLFLOW_TRACKING_PASSWORD", "password"),
+)
+
+
 def _env(ctx: RenderContext) -> list[Obj]:
     env: list[Obj] = [
         {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"},
-        {
-            "name": "MLFLOW_TRACKING_TOKEN",
-            "valueFrom": {
-                "secretKeyRef": {"name": "mlgitops-mlflow", "key": "token", "optional": True}
-            },
-        },
+        *(
+            {
+                "name": name,
+                "valueFrom": {
+                    "secretKeyRef": {"name": MLFLOW_SECRET, "key": key, "optional": True}
+                },
+            }
+            for name, key in _CREDENTIALS
+        ),
     ]
     if ctx.tracking_uri:
         env.insert(0, {"name": "MLFLOW_TRACKING_URI", "value": ctx.tracking_uri})

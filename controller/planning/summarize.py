@@ -9,7 +9,8 @@ has rolled out) changes in one place.
 
 Rules kept here (Flux and the Kubernetes API conventions):
 
-- ``Ready`` is always present; ``Reconciling`` and ``Stalled`` appear only while true.
+- ``Ready`` is always present; ``Reconciling`` and ``Stalled`` appear only while true; while
+  what was applied is still rolling out, Ready is Unknown with reason Progressing (kstatus).
 - A condition keeps its ``lastTransitionTime`` while its status stays the same, so an unchanged
   pass produces an identical status and costs no write.
 - A pass that applied nothing keeps the last good state (revision, versions, serving, inventory)
@@ -66,8 +67,17 @@ def conditions(
     generation: int | None,
     now: str,
 ) -> list[Condition]:
-    """Ready always; Reconciling and Stalled only while true."""
-    wanted = [("Ready", "True" if outcome.applied else "False", outcome.reason, outcome.message)]
+    """Ready always; Reconciling and Stalled only while true.
+
+    As kstatus has it, an applied revision still rolling out is not Ready yet: Ready is Unknown
+    (reason Progressing) until serving runs what Git pins, so ``kubectl wait
+    --for=condition=Ready`` returns only once the new version serves.
+    """
+    if outcome.applied and outcome.progressing:
+        ready = ("Ready", "Unknown", "Progressing", outcome.progressing)
+    else:
+        ready = ("Ready", "True" if outcome.applied else "False", outcome.reason, outcome.message)
+    wanted = [ready]
     if outcome.progressing:
         wanted.append(("Reconciling", "True", "Progressing", outcome.progressing))
     if outcome.stalled:

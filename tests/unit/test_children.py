@@ -211,3 +211,24 @@ def test_long_names_are_shortened_deterministically(owner: str) -> None:
     assert name.endswith("-monitor")
     assert name == child_name(owner, "monitor", limit=CRONJOB_NAME_MAX)
     assert name != child_name(owner + "b", "monitor", limit=CRONJOB_NAME_MAX)
+
+
+def test_pods_get_credentials_only_from_secret_references() -> None:
+    for obj in render():
+        if obj["kind"] == "Service":
+            continue
+        spec = obj["spec"]
+        pod = spec["template"]["spec"] if "template" in spec else spec["jobTemplate"]["spec"]
+        pod = pod if "containers" in pod else pod["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        for name, key in (
+            ("MLFLOW_TRACKING_TOKEN", "token"),
+            ("MLFLOW_TRACKING_USERNAME", "username"),
+            ("MLFLOW_TRACKING_PASSWORD", "password"),
+        ):
+            assert "value" not in env[name]
+            assert env[name]["valueFrom"]["secretKeyRef"] == {
+                "name": "mlgitops-mlflow",
+                "key": key,
+                "optional": True,
+            }

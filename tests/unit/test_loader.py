@@ -89,6 +89,28 @@ def test_problem_names_file_line_and_field(change: tuple[str, str], expected: st
     assert any(p.startswith(f"e/{expected}") for p in found), found
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://alice:s3cret@mlflow.example.com",
+        "http://token@mlflow:5000",
+        "https://mlflow.example.com/?token=abc",
+        "https://mlflow.example.com/api?x=1&password=abc",
+    ],
+)
+def test_a_tracking_uri_with_credentials_is_refused(uri: str) -> None:
+    """Credentials in Git leak to every reader and into every object rendered from it."""
+    env = ENV + f"  registry: {{trackingUri: '{uri}'}}\n"
+    [problem] = problems({"e/env.yaml": env, "e/md.yaml": MD})
+    assert problem.startswith("e/env.yaml:7: spec.registry.trackingUri: must not carry credentials")
+    assert "s3cret" not in problem and "abc" not in problem.split("Secret")[0]
+
+
+def test_a_tracking_uri_without_credentials_is_accepted() -> None:
+    env = ENV + "  registry: {trackingUri: 'https://mlflow.example.com:5000/path'}\n"
+    assert problems({"e/env.yaml": env, "e/md.yaml": MD}) == []
+
+
 def test_folder_name_must_match_environment() -> None:
     found = problems({"e/env.yaml": ENV.replace("name: prod", "name: staging")})
     assert found == [

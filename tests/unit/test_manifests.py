@@ -57,9 +57,9 @@ NAMESPACED_GRANT: dict[tuple[str, str], set[str]] = {
     ("mlgitops.io", "environments"): (APPLIED - {"delete"}) | WATCHED,
     ("mlgitops.io", "modeldeployments/status"): {"patch"},
     ("mlgitops.io", "environments/status"): {"patch"},
-    ("apps", "deployments"): APPLIED,
-    ("", "services"): APPLIED,
-    ("batch", "cronjobs"): APPLIED,
+    ("apps", "deployments"): APPLIED | WATCHED,  # children: watched for drift and rollouts
+    ("", "services"): APPLIED | WATCHED,
+    ("batch", "cronjobs"): APPLIED | WATCHED,
     ("", "events"): {"create"},
 }
 BUILT_IN_ROLES = {"cluster-admin", "admin", "edit", "view"}
@@ -301,6 +301,16 @@ def test_credentials_come_from_optional_secret_keys(target: str) -> None:
     }
     assert refs == {
         "MLFLOW_TRACKING_TOKEN": {"name": "mlgitops-mlflow", "key": "token", "optional": True},
+        "MLFLOW_TRACKING_USERNAME": {
+            "name": "mlgitops-mlflow",
+            "key": "username",
+            "optional": True,
+        },
+        "MLFLOW_TRACKING_PASSWORD": {
+            "name": "mlgitops-mlflow",
+            "key": "password",
+            "optional": True,
+        },
         "MLGITOPS_WEBHOOK_TOKEN": {
             "name": "mlgitops-git",
             "key": "webhook-token",

@@ -94,3 +94,31 @@ def test_status_round_trips_through_its_stored_form() -> None:
     stored = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert "version" not in stored["history"][0]
     assert type(status).model_validate(stored) == status
+
+
+def test_ready_is_unknown_while_serving_rolls_out() -> None:
+    """kstatus: applied but not yet serving is not Ready; it becomes True once rolled out."""
+    from controller.api.status import ServingStatus
+    from controller.planning.summarize import progressing
+
+    rolling = ServingStatus(replicas=2, ready_replicas=1, champion="3", rolled_out=False)
+    message = progressing(rolling)
+    assert message == "serving 1/2 replicas ready with champion 3"
+    status = summarize(
+        previous=ok(now="t1"),
+        outcome=Outcome(
+            attempted="r2", applied=True, reason="Reconciled", message="m", progressing=message
+        ),
+        generation=2,
+        now="t2",
+    )
+    assert [(c.type, c.status, c.reason) for c in status.conditions] == [
+        ("Ready", "Unknown", "Progressing"),
+        ("Reconciling", "True", "Progressing"),
+    ]
+    assert status.last_applied_revision == "r2"  # applied: only not rolled out yet
+    assert progressing(rolling.model_copy(update={"rolled_out": True})) is None
+    done = ok(previous=status, now="t3")
+    assert [(c.type, c.status, c.last_transition_time) for c in done.conditions] == [
+        ("Ready", "True", "t3")
+    ]

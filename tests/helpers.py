@@ -40,32 +40,44 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# What a poll may meet while the thing it waits for is not there yet.
-_NOT_YET = (
-    OSError,
-    KeyError,
-    IndexError,
-    TypeError,
-    ValueError,
-    StopIteration,
-    subprocess.CalledProcessError,
-)
+# What a poll may meet while the thing it waits for is not there yet: a server not listening
+# yet or a file not written yet (OSError, which covers urllib's errors), a command that fails
+# until then. Anything else a check raises (KeyError, TypeError, ...) is a broken check and
+# fails the wait at once; a check reading a document that may lack a key yet uses ``.get``.
+NOT_YET: tuple[type[BaseException], ...] = (OSError, subprocess.CalledProcessError)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    """Poll ``check`` until it returns something truthy (returned); fail naming ``what``."""
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 60,
+    *,
+    interval: float = 0.3,
+    retry: tuple[type[BaseException], ...] = (),
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that.
+
+    ``check`` raising one of ``NOT_YET`` or of ``retry`` (a client library's own connection
+    errors) counts as "not yet"; any other exception propagates at once. It runs at least once,
+    and once more at the deadline. On timeout, an AssertionError names ``what``, the last result
+    or exception, and what ``on_timeout()`` returns (a server's log, say).
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
-    while time.monotonic() < deadline:
+    while True:
         try:
             last = check()
-        except _NOT_YET as exc:
+        except (*NOT_YET, *retry) as exc:
             last = exc
         else:
             if last:
                 return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+    more = f"\n{on_timeout()}" if on_timeout is not None else ""
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}{more}")
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -166,7 +178,7 @@ class RegistryView:
 
 
 class MlflowServer:
-    """A real ``mlflow server`` process on a SQLite store (DESIGN.md section 6 settings)."""
+    """A real ``mlflow server`` process on a SQLite store."""
 
     def __init__(
         self, db: Path, artifacts: Path, port: int, *, workers: int = 1, args: Sequence[str] = ()
@@ -179,7 +191,7 @@ class MlflowServer:
     def start(self) -> None:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         mlflow = Path(sys.executable).with_name("mlflow")
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             [
                 str(mlflow),
                 "server",
@@ -200,16 +212,13 @@ class MlflowServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-            assert self.proc.poll() is None, "mlflow server exited"
-        raise AssertionError("mlflow server did not become healthy in 60 s")
+
+        def healthy() -> bool:
+            assert proc.poll() is None, "mlflow server exited"
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+                return bool(r.status == 200)
+
+        wait_for(f"mlflow server {self.url}/health", healthy, 60)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -136,15 +136,32 @@ def store_env(db: Path) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "MLFLOW_REGISTRY_URI": f"sqlite:///{db}"}
 
 
+# ``mlgitops serve`` with Python's global random seeded first (the seed is argv[1]): requests
+# without a routing key are split by random.random(), so a seeded server splits the same
+# sequence of requests the same way on every run.
+SEEDED_SERVE = (
+    "import random, sys; random.seed(int(sys.argv.pop(1))); "
+    "from controller.cli import main; sys.argv[0] = 'mlgitops'; main()"
+)
+
+
 def start_ours(
-    work: Path, db: Path, config: dict[str, Any], *extra: str, name: str = "mlgitops serve"
+    work: Path,
+    db: Path,
+    config: dict[str, Any],
+    *extra: str,
+    name: str = "mlgitops serve",
+    seed: int | None = None,
 ) -> Server:
     port = free_port()
     path = work / "serving.json"
     path.write_text(json.dumps(config))
     log = work / "ours.log"
     env = {**os.environ, **store_env(db)}
-    command = [str(BIN / "mlgitops"), "serve", "--config", str(path), "--host", "127.0.0.1"]
+    program = [str(BIN / "mlgitops")]
+    if seed is not None:
+        program = [sys.executable, "-c", SEEDED_SERVE, str(seed)]
+    command = [*program, "serve", "--config", str(path), "--host", "127.0.0.1"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*command, "--port", str(port), *extra],
@@ -511,30 +528,46 @@ def test_alias_is_resolved_to_a_version(pair: Pair) -> None:
 # -- the split -----------------------------------------------------------------------------------
 
 
-def test_split_within_binomial_bounds_and_sticky_by_routing_key(pair: Pair) -> None:
-    ours = pair.ours
-    ours.configure(f"models:/{FRAUD}/2", f"models:/{FRAUD}/3", 30)
-    body = split_body(frame("classifier", 1))
-    n, p = 2000, 0.30
-    roles = Counter()
-    for _ in range(n):
-        r = ours.post(body)
-        assert r.status_code == 200
-        roles[r.headers["x-model-role"], r.headers["x-model-version"]] += 1
-    assert set(roles) == {("champion", "2"), ("challenger", "3")}
-    # 99.9% two-sided interval of Binomial(2000, 0.3): +- 3.29 standard deviations.
-    bound = 3.29 * math.sqrt(n * p * (1 - p))
-    assert abs(roles["challenger", "3"] - n * p) <= bound, roles
+SPLIT_SEED = 1234
 
-    keys = [f"customer-{i}" for i in range(150)]
-    first: dict[str, str] = {}
-    for _ in range(3):
-        for key in keys:
-            role = ours.post(body, {**JSON_CT, "X-Routing-Key": key}).headers["x-model-role"]
-            assert first.setdefault(key, role) == role, key
-    for key in keys:  # the documented rule: bucket(sha256(key)) < percent goes to the challenger
-        assert first[key] == ("challenger" if routing_bucket(key) < 30 else "champion")
-    assert 0 < sum(r == "challenger" for r in first.values()) < len(keys)
+
+def test_split_within_binomial_bounds_and_sticky_by_routing_key(
+    tmp_path: Path, seeded_store: Path
+) -> None:
+    """A server of its own, seeded (SEEDED_SERVE): the requests without a routing key, sent one
+    after the other, meet the same draws on every run, so a count out of bounds reproduces."""
+    split = {
+        "champion": f"models:/{FRAUD}/2",
+        "challenger": f"models:/{FRAUD}/3",
+        "challengerTraffic": 30,
+    }
+    store = copy_store(seeded_store, tmp_path / "store")
+    ours = start_ours(tmp_path, store, split, name="mlgitops serve (seeded)", seed=SPLIT_SEED)
+    try:
+        ours.wait_ready()
+        body = split_body(frame("classifier", 1))
+        n, p = 2000, 0.30
+        roles: Counter[tuple[str, str]] = Counter()
+        for _ in range(n):
+            r = ours.post(body)
+            assert r.status_code == 200
+            roles[r.headers["x-model-role"], r.headers["x-model-version"]] += 1
+        assert set(roles) == {("champion", "2"), ("challenger", "3")}
+        # 99.9% two-sided interval of Binomial(2000, 0.3): +- 3.29 standard deviations.
+        bound = 3.29 * math.sqrt(n * p * (1 - p))
+        assert abs(roles["challenger", "3"] - n * p) <= bound, (roles, f"seed {SPLIT_SEED}")
+
+        keys = [f"customer-{i}" for i in range(150)]
+        first: dict[str, str] = {}
+        for _ in range(3):
+            for key in keys:
+                role = ours.post(body, {**JSON_CT, "X-Routing-Key": key}).headers["x-model-role"]
+                assert first.setdefault(key, role) == role, key
+        for key in keys:  # the documented rule: bucket(sha256(key)) < percent: the challenger
+            assert first[key] == ("challenger" if routing_bucket(key) < 30 else "champion")
+        assert 0 < sum(r == "challenger" for r in first.values()) < len(keys)
+    finally:
+        ours.stop()
 
 
 def test_metrics_count_requests_errors_and_latency_per_version_and_role(pair: Pair) -> None:

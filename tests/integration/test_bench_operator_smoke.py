@@ -1,8 +1,11 @@
-"""The operator benchmark still runs end to end, on 10 ModelDeployments (DESIGN.md section 8).
+"""The operator benchmark still runs end to end, on 10 ModelDeployments.
 
 Not a timed test: only what is exact whatever the machine's load is asserted (every object Ready,
-no write in a no-op resync), never the times or the memory. A short resync interval keeps the
-no-op window, which lasts about one interval, short.
+and still Ready once settled; no write in a no-op resync), never the times or the memory. The
+verdict "all N Ready <= 60 s" holds a time too, so the run waits at most 45 s for readiness: past
+that it counts what is not Ready and the verdict fails on the count, and within it the 60 s bound
+cannot be missed, so PASS means exactly all 10 Ready in time and still Ready. A short resync
+interval keeps the no-op window, which lasts about one interval, short.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench" / "operator_scale.py"
+READY_WAIT_S = 45  # below the benchmark's 60 s target, see above
 
 
 def _figure(output: str, name: str) -> float:
@@ -35,7 +39,7 @@ def test_operator_scale_runs_on_10_models(tmp_path: Path) -> None:
             "--resync-interval",
             "10",
             "--timeout",
-            "60",
+            str(READY_WAIT_S),
             "--workdir",
             str(tmp_path / "work"),
         ],
@@ -49,8 +53,10 @@ def test_operator_scale_runs_on_10_models(tmp_path: Path) -> None:
     out = proc.stdout
     assert proc.returncode == 0, f"stdout:\n{out}\nstderr:\n{proc.stderr}"
     assert re.search(r"^ready: 10/10 ModelDeployments Ready after ", out, flags=re.MULTILINE), out
-    assert re.search(r"^PASS all 10 Ready <= 60 s", out, flags=re.MULTILINE) or re.search(
-        r"^FAIL all 10 Ready <= 60 s \(10/10 Ready", out, flags=re.MULTILINE
+    assert re.search(
+        r"^PASS all 10 Ready <= 60 s \(10/10 Ready after [\d.]+ s, 10 still Ready when settled\)$",
+        out,
+        flags=re.MULTILINE,
     ), out
     assert re.search(
         r"^no-op resync: .* 10/10 ModelDeployments passed over", out, flags=re.MULTILINE

@@ -1,6 +1,7 @@
-"""The sync benchmark still runs end to end, on tiny sizes (DESIGN.md section 8: not a timed test).
+"""The sync benchmark still runs end to end, on tiny sizes (not a timed test).
 
-Only the request counts are asserted, never the times: they are exact whatever the machine's load.
+Only the request counts and the verdicts on them are asserted, never the times: they are exact
+whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -47,4 +48,10 @@ def test_sync_scale_runs_on_tiny_sizes(tmp_path: Path) -> None:
     assert _figure(out, "first sync alias_writes") == 20 + 10
     assert _figure(out, "no-op sync writes") == 0
     assert _figure(out, "change 3 alias_writes") == 3
-    assert re.search(r"^(PASS|FAIL) change alias_writes == K", out, flags=re.MULTILINE)
+    for verdict in (
+        "first sync alias_writes == N + N/2 (30 vs 30)",
+        "no-op sync writes == 0 (0)",
+        "no-op sync reads <= 1 per model (",
+        "change alias_writes == K (3 vs 3)",
+    ):
+        assert re.search(rf"^PASS {re.escape(verdict)}", out, flags=re.MULTILINE), (verdict, out)

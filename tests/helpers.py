@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -21,8 +22,6 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-from mlflow import MlflowClient
 
 PROJECT = Path(__file__).resolve().parents[1]
 GIT_ENV = {
@@ -78,6 +77,34 @@ def wait_for(
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
     more = f"\n{on_timeout()}" if on_timeout is not None else ""
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}{more}")
+
+
+def reorder_keys(rng: random.Random, data: Any) -> Any:
+    """``data`` with the keys of every mapping in it inserted in a random order (lists kept)."""
+    if isinstance(data, dict):
+        items = [(k, reorder_keys(rng, v)) for k, v in data.items()]
+        rng.shuffle(items)
+        return dict(items)
+    if isinstance(data, list):
+        return [reorder_keys(rng, v) for v in data]
+    return data
+
+
+def python_output(code: str, *, hash_seed: int) -> str:
+    """The stdout of ``python -c code`` in a fresh interpreter with ``PYTHONHASHSEED=hash_seed``,
+    run from the project root (so ``tests`` imports): str hashes, and with them the iteration
+    order of sets of strings, differ from this process's."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT,
+        env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -145,6 +172,8 @@ class RegistryView:
     """Read-only questions about an MLflow registry, answered by MLflow's client."""
 
     def __init__(self, uri: str) -> None:
+        from mlflow import MlflowClient  # here: `python -c` importing the helpers stays quick
+
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 

@@ -107,6 +107,33 @@ def python_output(code: str, *, hash_seed: int) -> str:
     return done.stdout
 
 
+def run_bench(script: str, *args: str, timeout: float) -> str:
+    """The output of ``python bench/<script> args`` from the project root, which must exit 0."""
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "bench" / script), *args],
+        cwd=PROJECT,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    return done.stdout
+
+
+def bench_figure(output: str, name: str) -> float:
+    """The value of the line ``name: value  (baseline: ..., ratio: ...)`` of a benchmark."""
+    found = re.findall(rf"^{re.escape(name)}: ([\d.]+)  \(baseline: ", output, flags=re.MULTILINE)
+    assert len(found) == 1, f"expected one {name!r} line in:\n{output}"
+    return float(found[0])
+
+
+def assert_pass(output: str, verdict: str) -> None:
+    """A benchmark printed ``PASS <verdict>`` (a regular expression, to the end of the line)."""
+    assert re.search(rf"^PASS {verdict}$", output, flags=re.MULTILINE), (verdict, output)
+
+
 def git(cwd: Path, *args: str) -> str:
     import os
 

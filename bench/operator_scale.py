@@ -32,7 +32,7 @@ after twice the interval plus 30 s (then FAIL). Nothing is polled meanwhile: rea
 one watch opened before the creates (``--ready-by list`` polls a list every 0.5 s instead, which
 costs the emulator a deep copy and serialization of every object per poll).
 
-The machines are shared and noisy (DESIGN.md section 8): each figure is printed beside a baseline
+The machines are shared and noisy: each figure is printed beside a baseline
 (Flux's published figures and our targets are fixed numbers; the request floors are exact), and
 the CPU time of the operator and of this process (which serves the emulator) is printed, so a run
 limited by the emulator shows as such. It is a benchmark, not a test: a missed target prints FAIL
@@ -47,15 +47,13 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,16 +63,24 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 import aiohttp
 import yaml
+from common import (
+    CATALOG,
+    ENV,
+    GROUP_VERSION,
+    NS,
+    environment_yaml,
+    figure,
+    free_port,
+    make_registry,
+    model_name,
+    verdict,
+    working_directory,
+)
 
-from controller.planning import VALIDATION_TAG
 from controller.planning.children import child_name
-from tests.helpers import MlflowServer, OperatorProcess, free_port
+from tests.helpers import MlflowServer, OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
-NS = "ml-bench"
-ENV = "bench"
-CATALOG = "bench"
-GROUP_VERSION = "mlgitops.io/v1alpha1"
 MD_PATH = f"/apis/{GROUP_VERSION}/namespaces/{NS}/modeldeployments"
 USER_AGENT = "mlgitops-bench"
 
@@ -94,26 +100,6 @@ CREATE_CONCURRENCY = 32
 # --- printing -------------------------------------------------------------------------------------
 
 
-def _ratio(value: float, baseline: float) -> str:
-    return "n/a" if baseline == 0 else f"{value / baseline:.2f}"
-
-
-def figure(name: str, value: float, baseline: float, unit: str = "") -> None:
-    """One line: ``name: value  (baseline: value, ratio: x.xx)``."""
-    if unit == "s":
-        shown, base = f"{value:.3f} s", f"{baseline:.3f} s"
-    elif unit:
-        shown, base = f"{value:.1f} {unit}", f"{baseline:.1f} {unit}"
-    else:
-        shown, base = f"{value:.4g}", f"{baseline:.4g}"
-    print(f"{name}: {shown}  (baseline: {base}, ratio: {_ratio(value, baseline)})", flush=True)
-
-
-def verdict(ok: bool, text: str) -> bool:
-    print(f"{'PASS' if ok else 'FAIL'} {text}", flush=True)
-    return ok
-
-
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -123,37 +109,6 @@ class RunBroke(Exception):
 
 
 # --- setup ----------------------------------------------------------------------------------------
-
-
-def model_name(i: int) -> str:
-    return f"s{i % 10}.m{i}"
-
-
-def make_registry(tracking_uri: str, *, models: int) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    for i in range(models):
-        name = f"{CATALOG}.{model_name(i)}"
-        client.create_registered_model(name)
-        for v in (1, 2):
-            client.create_model_version(
-                name, source=f"bench://{name}/{v}", tags={VALIDATION_TAG: "PASSED"}
-            )
-
-
-def environment_yaml(tracking_uri: str) -> str:
-    doc = {
-        "apiVersion": GROUP_VERSION,
-        "kind": "Environment",
-        "metadata": {"name": ENV, "namespace": NS},
-        "spec": {
-            "catalog": CATALOG,
-            "namespace": NS,
-            "registry": {"trackingUri": tracking_uri},
-        },
-    }
-    return yaml.safe_dump(doc)
 
 
 def deployment(i: int) -> dict[str, Any]:
@@ -520,7 +475,7 @@ def run(
     tracking_uri = f"sqlite:///{db}"
 
     start = time.perf_counter()
-    make_registry(tracking_uri, models=models)
+    make_registry(tracking_uri, models=models, versions=2, source="bench://models")
     reg_s = time.perf_counter() - start
     say(f"setup: MLflow registry with {models} models x 2 versions in {reg_s:.2f} s")
     server: MlflowServer | None = None
@@ -722,7 +677,7 @@ def _measure(
         f"{len(writes)} writes, {len(reads)} reads (the benchmark's own "
         f"{models} POSTs, watch and lists excluded by User-Agent)"
     )
-    figure("create writes per ModelDeployment", len(writes) / models, WRITE_FLOOR)
+    figure("create writes per ModelDeployment", len(writes) / models, WRITE_FLOOR, digits=4)
     breakdown("create writes by request", Counter(describe(r) for r in writes), models)
     breakdown("create reads by request", Counter(read_kind(r) for r in reads), models)
     children = count_children(url)
@@ -783,8 +738,8 @@ def _measure(
             f"no-op resync: window of {window_s:.1f} s (resync interval {resync:g} s), "
             f"{len(seen)}/{models} ModelDeployments passed over, {passes} passes in all"
         )
-        figure("no-op resync writes", len(noop_writes), 0)
-        figure("no-op resync reads per pass", len(noop_reads) / max(1, passes), CHILDREN)
+        figure("no-op resync writes", len(noop_writes), 0, digits=4)
+        figure("no-op resync reads per pass", len(noop_reads) / max(1, passes), CHILDREN, digits=4)
         say(f"no-op resync reads: {len(noop_reads)} in all")
         if noop_writes:
             breakdown("no-op resync writes by request", Counter(map(describe, noop_writes)), models)
@@ -839,22 +794,6 @@ def _log_summary(log: Path) -> None:
         say(f"  {count:6d}x {message}")
 
 
-@contextlib.contextmanager
-def _workdir(arg: Path | None, parser: argparse.ArgumentParser) -> Iterator[Path]:
-    if arg is not None:
-        workdir = arg.resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-        if any(workdir.iterdir()):
-            parser.error(f"--workdir {workdir} is not empty")
-        yield workdir
-        return
-    workdir = Path(tempfile.mkdtemp(prefix="mlgitops-opbench-"))
-    try:
-        yield workdir
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--models", type=int, default=1000, help="N ModelDeployments (1000)")
@@ -907,15 +846,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.models < 1 or args.workers < 1 or args.resync_interval <= 0:
         parser.error("need --models >= 1, --workers >= 1, --resync-interval > 0")
-    with _workdir(args.workdir, parser) as workdir:
+    with working_directory(args.workdir, parser, prefix="mlgitops-opbench-") as work:
         say(
             f"operator_scale: {args.models} models, {args.workers} workers, resync "
             f"{args.resync_interval:g} s, timeout {args.timeout:g} s, registry {args.registry}, "
-            f"workdir {workdir}"
+            f"workdir {work}"
         )
         try:
             ok = run(
-                workdir,
+                work,
                 models=args.models,
                 workers=args.workers,
                 timeout=args.timeout,

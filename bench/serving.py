@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from common import free_port, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -139,12 +140,6 @@ def loadgen_main(argv: list[str]) -> None:
 # -- the benchmark -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_ready(
     port: int, proc: subprocess.Popen[bytes], what: str, started: float, timeout: float = 180
 ) -> float:
@@ -161,27 +156,29 @@ def wait_ready(
     raise SystemExit(f"{what} not ready after {timeout:.0f}s")
 
 
-def run_load(
+def loadgen(
     port: int, body_file: Path, requests: int, concurrency: int, *, record: bool = False
-) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        __file__,
-        "_loadgen",
-        "--port",
-        str(port),
-        "--body-file",
-        str(body_file),
-        "--requests",
-        str(requests),
-        "--concurrency",
-        str(concurrency),
-    ]
-    if record:
-        cmd.append("--record")
-    done = subprocess.run(cmd, capture_output=True, check=True)
+) -> list[str]:
+    """The command line of the load generator: this script, in a process of its own."""
+    cmd = [sys.executable, __file__, "_loadgen", "--port", str(port), "--body-file", str(body_file)]
+    cmd += ["--requests", str(requests), "--concurrency", str(concurrency)]
+    return [*cmd, "--record"] if record else cmd
+
+
+def run_load(port: int, body_file: Path, requests: int, concurrency: int) -> dict[str, Any]:
+    done = subprocess.run(
+        loadgen(port, body_file, requests, concurrency), capture_output=True, check=True
+    )
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A server in a session of its own, its output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -280,61 +277,28 @@ def main() -> int:
     config.write_text(json.dumps({"champion": f"models:/{MODEL}/2"}))
     ours_port, theirs_port = free_port(), free_port()
     launched = time.monotonic()
-    with (work / "mlflow.log").open("wb") as mlflow_log, (work / "ours.log").open("wb") as ours_log:
-        theirs = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                f"models:/{MODEL}/2",
-                "--env-manager",
-                "local",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(theirs_port),
-                "-w",
-                str(args.workers),
-            ],
-            env=env,
-            stdout=mlflow_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    mlflow_serve = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/2"]
+    mlflow_serve += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs_port)]
+    theirs = start([*mlflow_serve, "-w", str(args.workers)], env, work / "mlflow.log")
+    serve = [str(BIN / "mlgitops"), "serve", "--config", str(config), "--host", "127.0.0.1"]
+    ours = start(
+        [*serve, "--port", str(ours_port), "--workers", str(args.workers)], env, work / "ours.log"
+    )
+    try:
+        t_theirs = wait_ready(theirs_port, theirs, "mlflow models serve", launched)
+        t_ours = wait_ready(ours_port, ours, "mlgitops serve", launched)
+        print(
+            f"setup: {time.monotonic() - started:.1f}s (ready after launch, both started together: mlgitops "
+            f"{t_ours:.1f}s, mlflow {t_theirs:.1f}s); {os.cpu_count()} CPUs; "
+            f"{args.workers} worker(s) each; payload {args.payload}, {args.rows} rows x "
+            f"{len(rows.columns)} columns ({len(body)} bytes)"
         )
-        ours = subprocess.Popen(
-            [
-                str(BIN / "mlgitops"),
-                "serve",
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ours_port),
-                "--workers",
-                str(args.workers),
-            ],
-            env=env,
-            stdout=ours_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            t_theirs = wait_ready(theirs_port, theirs, "mlflow models serve", launched)
-            t_ours = wait_ready(ours_port, ours, "mlgitops serve", launched)
-            print(
-                f"setup: {time.monotonic() - started:.1f}s (ready after launch, both started together: mlgitops "
-                f"{t_ours:.1f}s, mlflow {t_theirs:.1f}s); {os.cpu_count()} CPUs; "
-                f"{args.workers} worker(s) each; payload {args.payload}, {args.rows} rows x "
-                f"{len(rows.columns)} columns ({len(body)} bytes)"
-            )
-            return measure(args, work, body_file, expected, ours, ours_port, theirs_port, config)
-        finally:
-            stop(ours)
-            stop(theirs)
-            if tmp is not None:
-                tmp.cleanup()
+        return measure(args, work, body_file, expected, ours, ours_port, theirs_port, config)
+    finally:
+        stop(ours)
+        stop(theirs)
+        if tmp is not None:
+            tmp.cleanup()
 
 
 def measure(
@@ -383,20 +347,7 @@ def measure(
     # Champion swaps under the same load: 2 -> 3 -> 2 ... by config file + SIGHUP.
     swap_requests = max(args.requests, 200 * (args.swaps + 1))
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "_loadgen",
-            "--port",
-            str(ours_port),
-            "--body-file",
-            str(body_file),
-            "--requests",
-            str(swap_requests),
-            "--concurrency",
-            str(args.concurrency),
-            "--record",
-        ],
+        loadgen(ours_port, body_file, swap_requests, args.concurrency, record=True),
         stdout=subprocess.PIPE,
     )
     expected_wall = swap_requests / tput["ours"]
@@ -438,7 +389,7 @@ def measure(
         ("swap failures == 0", swap_failed == 0 and mismatched == 0 and swapped > 0),
     ]
     for name, ok in checks:
-        print(f"{'PASS' if ok else 'FAIL'} {name}")
+        verdict(ok, name)
     return 0
 
 

@@ -14,19 +14,16 @@ c. a no-op sync right after: registry requests counted at the adapter (``MlflowR
 d. a commit that bumps the champion of K models, then a sync: target exactly K alias writes.
 
 The machines are shared and noisy, so every figure is printed next to a baseline measured in the
-same run and only the ratios are meant to be compared (DESIGN.md section 8). It is a benchmark,
-not a test: a missed target prints FAIL but exits 0; only a sync that errors exits 1.
+same run and only the ratios are meant to be compared. It is a benchmark, not a test: a missed
+target prints FAIL but exits 0; only a sync that errors exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,17 +32,24 @@ from typing import Any
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 import yaml
-from mlflow import MlflowClient
+from common import (
+    CATALOG,
+    ENV,
+    environment_yaml,
+    figure,
+    make_registry,
+    model_name,
+    verdict,
+    working_directory,
+)
 
 from controller.engine import SyncResult, load_desired, reconcile
-from controller.planning import VALIDATION_TAG, Observed, plan, versions_to_inspect
+from controller.planning import Observed, plan, versions_to_inspect
 from controller.planning.ports import Registry
 from controller.registry import MlflowRegistry
 from controller.sources import GitSource
 from controller.state import StateDir
 
-ENV = "bench"
-CATALOG = "bench"
 FOLDER = f"environments/{ENV}"
 READ_PLAN_TARGET_S = 2.0
 REPEATS = 3
@@ -66,28 +70,9 @@ def _git(repo: Path, *args: str, stdin: bytes | None = None) -> bytes:
     ).stdout
 
 
-def _environment_yaml(tracking_uri: str) -> str:
-    return f"""\
-# Benchmark environment: its own catalog, a SQLite registry in the work directory.
-apiVersion: mlgitops.io/v1alpha1
-kind: Environment
-metadata:
-  name: {ENV}
-spec:
-  catalog: {CATALOG}
-  namespace: ml-bench
-  registry:
-    trackingUri: {json.dumps(tracking_uri)}
-  readCatalogs: []
-  writeBack:
-    branch: main
-    author: "mlgitops <mlgitops@localhost>"
-"""
-
-
 def _deployment_yaml(i: int, *, champion: str) -> str:
     """A ModelDeployment as a team would write it; optional blocks vary with ``i``."""
-    schema, name = f"s{i % 10}", f"m{i}"
+    schema, name = model_name(i).split(".")
     has_challenger = i % 2 == 0
     lines = [
         f"# Model {name} of schema {schema}.",
@@ -156,7 +141,7 @@ def _write_deployment(repo: Path, i: int, *, champion: str) -> None:
 def make_repo(repo: Path, *, models: int, tracking_uri: str) -> None:
     (repo / FOLDER).mkdir(parents=True)
     _git(repo, "init", "-q", "-b", "main")
-    (repo / FOLDER / "environment.yaml").write_text(_environment_yaml(tracking_uri))
+    (repo / FOLDER / "environment.yaml").write_text(environment_yaml(tracking_uri))
     for i in range(models):
         _write_deployment(repo, i, champion="1")
     _git(repo, "add", "-A")
@@ -178,22 +163,6 @@ def read_blobs(repo: Path) -> list[bytes]:
     return blobs
 
 
-# --- the registry -------------------------------------------------------------------------------
-
-
-def make_registry(tracking_uri: str, *, models: int, source_dir: Path) -> None:
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    for i in range(models):
-        name = f"{CATALOG}.s{i % 10}.m{i}"
-        client.create_registered_model(name)
-        for v in range(1, VERSIONS_PER_MODEL + 1):
-            client.create_model_version(
-                name,
-                source=str(source_dir / f"m{i}" / f"v{v}"),
-                tags={VALIDATION_TAG: "PASSED"},
-            )
-
-
 # --- measuring ----------------------------------------------------------------------------------
 
 
@@ -210,26 +179,6 @@ class Passes:
         registry = MlflowRegistry(tracking_uri)
         self.made.append(registry)
         return registry
-
-
-def _ratio(value: float, baseline: float) -> str:
-    if baseline == 0:
-        return "n/a"
-    return f"{value / baseline:.2f}"
-
-
-def figure(name: str, value: float, baseline: float, unit: str = "") -> None:
-    """One line: ``name: value  (baseline: value, ratio: x.xx)``."""
-    if unit == "s":
-        shown, base = f"{value:.3f} s", f"{baseline:.3f} s"
-    else:
-        shown, base = f"{value:g}", f"{baseline:g}"
-    print(f"{name}: {shown}  (baseline: {base}, ratio: {_ratio(value, baseline)})", flush=True)
-
-
-def verdict(ok: bool, text: str) -> bool:
-    print(f"{'PASS' if ok else 'FAIL'} {text}", flush=True)
-    return ok
 
 
 def best_of(repeats: int, fn: Callable[[], Any]) -> float:
@@ -278,7 +227,9 @@ def run(workdir: Path, *, models: int, changed: int) -> bool:
     git_s = time.perf_counter() - start
     print(f"setup: Git repository with {models} ModelDeployments in {git_s:.2f} s", flush=True)
     start = time.perf_counter()
-    make_registry(tracking_uri, models=models, source_dir=workdir / "artifacts")
+    make_registry(
+        tracking_uri, models=models, versions=VERSIONS_PER_MODEL, source=str(workdir / "artifacts")
+    )
     reg_s = time.perf_counter() - start
     print(
         f"setup: MLflow registry with {models} models x {VERSIONS_PER_MODEL} versions "
@@ -378,24 +329,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.models < 1 or not 1 <= args.changed <= args.models:
         parser.error("need --models >= 1 and 1 <= --changed <= --models")
-    if args.workdir is not None:
-        workdir: Path = args.workdir.resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-        if any(workdir.iterdir()):
-            parser.error(f"--workdir {workdir} is not empty")
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="mlgitops-bench-"))
-    print(
-        f"sync_scale: {args.models} models, {args.changed} changed, workdir {workdir}", flush=True
-    )
-    try:
-        ok = run(workdir, models=args.models, changed=args.changed)
-    except SyncFailed as exc:
-        print(f"ERROR {exc}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with working_directory(args.workdir, parser, prefix="mlgitops-bench-") as work:
+        print(
+            f"sync_scale: {args.models} models, {args.changed} changed, workdir {work}", flush=True
+        )
+        try:
+            ok = run(work, models=args.models, changed=args.changed)
+        except SyncFailed as exc:
+            print(f"ERROR {exc}", file=sys.stderr, flush=True)
+            return 1
     print(f"targets: {'all met' if ok else 'some missed (see FAIL lines)'}", flush=True)
     return 0
 

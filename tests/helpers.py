@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -21,8 +22,6 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-from mlflow import MlflowClient
 
 PROJECT = Path(__file__).resolve().parents[1]
 GIT_ENV = {
@@ -40,32 +39,99 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# What a poll may meet while the thing it waits for is not there yet.
-_NOT_YET = (
-    OSError,
-    KeyError,
-    IndexError,
-    TypeError,
-    ValueError,
-    StopIteration,
-    subprocess.CalledProcessError,
-)
+# What a poll may meet while the thing it waits for is not there yet: a server not listening
+# yet or a file not written yet (OSError, which covers urllib's errors), a command that fails
+# until then. Anything else a check raises (KeyError, TypeError, ...) is a broken check and
+# fails the wait at once; a check reading a document that may lack a key yet uses ``.get``.
+NOT_YET: tuple[type[BaseException], ...] = (OSError, subprocess.CalledProcessError)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    """Poll ``check`` until it returns something truthy (returned); fail naming ``what``."""
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = 60,
+    *,
+    interval: float = 0.3,
+    retry: tuple[type[BaseException], ...] = (),
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that.
+
+    ``check`` raising one of ``NOT_YET`` or of ``retry`` (a client library's own connection
+    errors) counts as "not yet"; any other exception propagates at once. It runs at least once,
+    and once more at the deadline. On timeout, an AssertionError names ``what``, the last result
+    or exception, and what ``on_timeout()`` returns (a server's log, say).
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
-    while time.monotonic() < deadline:
+    while True:
         try:
             last = check()
-        except _NOT_YET as exc:
+        except (*NOT_YET, *retry) as exc:
             last = exc
         else:
             if last:
                 return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+    more = f"\n{on_timeout()}" if on_timeout is not None else ""
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}{more}")
+
+
+def reorder_keys(rng: random.Random, data: Any) -> Any:
+    """``data`` with the keys of every mapping in it inserted in a random order (lists kept)."""
+    if isinstance(data, dict):
+        items = [(k, reorder_keys(rng, v)) for k, v in data.items()]
+        rng.shuffle(items)
+        return dict(items)
+    if isinstance(data, list):
+        return [reorder_keys(rng, v) for v in data]
+    return data
+
+
+def python_output(code: str, *, hash_seed: int) -> str:
+    """The stdout of ``python -c code`` in a fresh interpreter with ``PYTHONHASHSEED=hash_seed``,
+    run from the project root (so ``tests`` imports): str hashes, and with them the iteration
+    order of sets of strings, differ from this process's."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT,
+        env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def run_bench(script: str, *args: str, timeout: float) -> str:
+    """The output of ``python bench/<script> args`` from the project root, which must exit 0."""
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "bench" / script), *args],
+        cwd=PROJECT,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    return done.stdout
+
+
+def bench_figure(output: str, name: str) -> float:
+    """The value of the line ``name: value  (baseline: ..., ratio: ...)`` of a benchmark."""
+    found = re.findall(rf"^{re.escape(name)}: ([\d.]+)  \(baseline: ", output, flags=re.MULTILINE)
+    assert len(found) == 1, f"expected one {name!r} line in:\n{output}"
+    return float(found[0])
+
+
+def assert_pass(output: str, verdict: str) -> None:
+    """A benchmark printed ``PASS <verdict>`` (a regular expression, to the end of the line)."""
+    assert re.search(rf"^PASS {verdict}$", output, flags=re.MULTILINE), (verdict, output)
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -133,6 +199,8 @@ class RegistryView:
     """Read-only questions about an MLflow registry, answered by MLflow's client."""
 
     def __init__(self, uri: str) -> None:
+        from mlflow import MlflowClient  # here: `python -c` importing the helpers stays quick
+
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -166,7 +234,7 @@ class RegistryView:
 
 
 class MlflowServer:
-    """A real ``mlflow server`` process on a SQLite store (DESIGN.md section 6 settings)."""
+    """A real ``mlflow server`` process on a SQLite store."""
 
     def __init__(
         self, db: Path, artifacts: Path, port: int, *, workers: int = 1, args: Sequence[str] = ()
@@ -179,7 +247,7 @@ class MlflowServer:
     def start(self) -> None:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         mlflow = Path(sys.executable).with_name("mlflow")
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             [
                 str(mlflow),
                 "server",
@@ -200,16 +268,13 @@ class MlflowServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-            assert self.proc.poll() is None, "mlflow server exited"
-        raise AssertionError("mlflow server did not become healthy in 60 s")
+
+        def healthy() -> bool:
+            assert proc.poll() is None, "mlflow server exited"
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+                return bool(r.status == 200)
+
+        wait_for(f"mlflow server {self.url}/health", healthy, 60)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -7,8 +7,6 @@ read-only mount does; removing the file makes it writable again without restarti
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +14,9 @@ from deltalake import DeltaTable
 from prometheus_client import CollectorRegistry
 
 from controller.serving.inference_log import SCHEMA, InferenceLog
+from tests.helpers import wait_for
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def record(i: int) -> dict[str, Any]:
@@ -50,7 +41,12 @@ def test_three_batches_become_three_commits_with_exact_rows(tmp_path: Path) -> N
         for batch in range(3):
             for i in range(batch * 4, batch * 4 + 4):
                 assert log.append(record(i))
-            wait_until(lambda n=batch: log.stats()["rows_written"] == 4 * (n + 1))
+            wait_for(
+                f"{4 * (batch + 1)} rows written",
+                lambda n=batch: log.stats()["rows_written"] == 4 * (n + 1),
+                15,
+                interval=0.01,
+            )
     assert log.stats() == {"rows_written": 12, "dropped": 0, "write_errors": 0, "pending": 0}
     assert registry.get_sample_value("mlgitops_inference_log_rows_total") == 12
 
@@ -109,7 +105,7 @@ def test_unwritable_location_retains_rows_until_it_recovers(tmp_path: Path) -> N
     log.start()
     try:
         assert all(log.append(record(i)) for i in range(20))  # the caller never sees the failure
-        wait_until(lambda: log.stats()["write_errors"] >= 2)
+        wait_for("2 write errors", lambda: log.stats()["write_errors"] >= 2, 15, interval=0.01)
         stats = log.stats()
         assert stats["dropped"] == 0
         assert stats["pending"] == 20
@@ -123,7 +119,7 @@ def test_unwritable_location_retains_rows_until_it_recovers(tmp_path: Path) -> N
         assert registry.get_sample_value("mlgitops_inference_log_dropped_total") == 5
 
         blocker.unlink()  # the location becomes writable
-        wait_until(lambda: log.stats()["rows_written"] == 20)
+        wait_for("20 rows written", lambda: log.stats()["rows_written"] == 20, 15, interval=0.01)
     finally:
         log.close(timeout=10)
 

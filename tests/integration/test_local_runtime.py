@@ -26,13 +26,27 @@ EXE = Path(sys.executable).with_name("mlgitops")
 FRAUD_FILE = "environments/prod/fraud-detector.yaml"
 
 
-def status(state: Path, env: str = "prod") -> dict[str, Any]:
-    doc = json.loads((state / "envs" / env / "status.json").read_text())
-    return {name: rec["status"] for name, rec in doc["models"].items()}
-
-
 def serving(state: Path, name: str, env: str = "prod") -> dict[str, Any]:
-    return dict(status(state, env)[name]["serving"])
+    """A model's serving status from status.json (written whole, by rename); {} while it has none.
+
+    Until the runtime's first pass there is no file: FileNotFoundError, which ``wait_for``
+    retries.
+    """
+    doc = json.loads((state / "envs" / env / "status.json").read_text())
+    record = (doc.get("models") or {}).get(name) or {}
+    return dict((record.get("status") or {}).get("serving") or {})
+
+
+def rolled_out(state: Path, name: str, env: str = "prod") -> dict[str, Any] | None:
+    """The model's serving status once it is rolled out, else None."""
+    found = serving(state, name, env)
+    return found if found.get("rolledOut") else None
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid in a pid file, or None while it is being written (it is not written by rename)."""
+    text = path.read_text().strip()
+    return int(text) if text.isdigit() else None
 
 
 def predict(url: str, rows: dict[str, Any]) -> tuple[int, str, list[Any]]:
@@ -112,12 +126,8 @@ def runtime(repo: ConfigRepo, state_dir: Path, tmp_path: Path) -> Iterator[Runti
 def test_git_drives_local_servers(
     runtime: Runtime, repo: ConfigRepo, state_dir: Path, fraud_rows: dict[str, Any], tmp_path: Path
 ) -> None:
-    fraud = wait_for(
-        "fraud serving", lambda: (s := serving(state_dir, "fraud-detector"))["rolledOut"] and s
-    )
-    churn = wait_for(
-        "churn serving", lambda: (s := serving(state_dir, "churn-predictor"))["rolledOut"] and s
-    )
+    fraud = wait_for("fraud serving", lambda: rolled_out(state_dir, "fraud-detector"))
+    churn = wait_for("churn serving", lambda: rolled_out(state_dir, "churn-predictor"))
     assert fraud["url"] != churn["url"]
     assert (fraud["champion"], fraud["challenger"], fraud["challengerTraffic"]) == ("2", "3", 10)
     code, version, predictions = predict(fraud["url"], fraud_rows)
@@ -154,9 +164,7 @@ def test_git_drives_local_servers(
         repo.commit("Champion v1, no challenger")
         wait_for(
             "champion 1 served",
-            lambda: (
-                (s := serving(state_dir, "fraud-detector"))["champion"] == "1" and s["rolledOut"]
-            ),
+            lambda: (s := rolled_out(state_dir, "fraud-detector")) and s.get("champion") == "1",
         )
         # rolledOut means the server answers with the new model now, not that its config file
         # was rewritten: the next request is v1's (there is no challenger left to route to).
@@ -170,12 +178,11 @@ def test_git_drives_local_servers(
     assert serving(state_dir, "fraud-detector")["url"] == fraud["url"]  # the port is stable
 
     # A crashed server comes back on the same port.
-    pid = int((state_dir / "envs/prod/serving/fraud-detector.pid").read_text())
+    pid_file = state_dir / "envs/prod/serving/fraud-detector.pid"
+    pid = read_pid(pid_file)
+    assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_for(
-        "restarted",
-        lambda: int((state_dir / "envs/prod/serving/fraud-detector.pid").read_text()) != pid,
-    )
+    wait_for("restarted", lambda: read_pid(pid_file) not in (None, pid))
     wait_for("serving again", lambda: predict(fraud["url"], fraud_rows)[0] == 200)
 
     # Stopping the runtime stops everything it started.
@@ -191,11 +198,8 @@ def test_environments_side_by_side(
     prod = Runtime(repo, state_dir, "prod", tmp_path / "prod.log")
     staging = Runtime(repo, state_dir, "staging", tmp_path / "staging.log")
     try:
-        a = wait_for("prod", lambda: (s := serving(state_dir, "fraud-detector"))["rolledOut"] and s)
-        b = wait_for(
-            "staging",
-            lambda: (s := serving(state_dir, "fraud-detector", "staging"))["rolledOut"] and s,
-        )
+        a = wait_for("prod", lambda: rolled_out(state_dir, "fraud-detector"))
+        b = wait_for("staging", lambda: rolled_out(state_dir, "fraud-detector", "staging"))
         assert a["url"] != b["url"]
         assert predict(a["url"], fraud_rows)[0] == predict(b["url"], fraud_rows)[0] == 200
     finally:

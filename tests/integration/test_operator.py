@@ -1,9 +1,8 @@
 """The operator for real (``mlgitops operator``, a kopf process) against the Kubernetes API emulator.
 
 Assertions are on what ends up in the emulator (objects, status, events, request counts) and in
-the real MLflow registry, never on calls made. DESIGN.md section 6 says what an emulator cannot
-show (schema validation, garbage collection, RBAC, controllers); ``tests/e2e`` runs the same
-scenarios on a real cluster.
+the real MLflow registry, never on calls made. An emulator cannot show schema validation, garbage
+collection, RBAC or controllers; ``tests/e2e`` runs the same scenarios on a real cluster.
 """
 
 from __future__ import annotations
@@ -81,6 +80,15 @@ def get(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
+def dig(obj: dict[str, Any] | None, *path: str) -> Any:
+    """``obj[p0][p1]...``, or None where the object or a key along the path is missing (yet)."""
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for c in ((obj or {}).get("status") or {}).get("conditions", []):
         if c["type"] == type_:
@@ -88,10 +96,10 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     return None
 
 
-def ready(cluster: Cluster, name: str) -> dict[str, Any] | None:
-    obj = get(cluster, "modeldeployment", name)
-    c = condition(obj, "Ready")
-    return obj if c and c["status"] == "True" else None
+def ready(cluster: Cluster, name: str, kind: str = "modeldeployment") -> dict[str, Any] | None:
+    """The object if its Ready condition is True, else None."""
+    obj = get(cluster, kind, name)
+    return obj if dig(condition(obj, "Ready"), "status") == "True" else None
 
 
 def environment_yaml(state: Path) -> str:
@@ -198,7 +206,7 @@ def test_modeldeployment_lifecycle(
             "rolled out",
             lambda: (
                 (m := get(cluster, "modeldeployment", "fraud-detector"))
-                and m["status"]["serving"]["rolledOut"]
+                and dig(m, "status", "serving", "rolledOut")
                 and m
             ),
         )
@@ -221,7 +229,9 @@ def test_modeldeployment_lifecycle(
     merge_patch(cluster, "cronjob", "fraud-detector-batch", '{"spec": {"schedule": "* * * * *"}}')
     wait_for(
         "CronJob schedule restored",
-        lambda: get(cluster, "cronjob", "fraud-detector-batch")["spec"]["schedule"] == "0 11 * * *",
+        lambda: (
+            dig(get(cluster, "cronjob", "fraud-detector-batch"), "spec", "schedule") == "0 11 * * *"
+        ),
     )
 
     # A promotion by spec change moves the alias, rolls the template, and posts an Event.
@@ -243,9 +253,14 @@ def test_modeldeployment_lifecycle(
     wait_for(
         "template rolled",
         lambda: (
-            get(cluster, "deployment", "fraud-detector-serving")["spec"]["template"]["metadata"][
-                "annotations"
-            ]["mlgitops.io/champion"]
+            dig(
+                get(cluster, "deployment", "fraud-detector-serving"),
+                "spec",
+                "template",
+                "metadata",
+                "annotations",
+                "mlgitops.io/champion",
+            )
             == "3"
         ),
     )
@@ -255,7 +270,7 @@ def test_modeldeployment_lifecycle(
         "history",
         lambda: (
             (m := get(cluster, "modeldeployment", "fraud-detector"))
-            and len(m["status"]["history"]) >= 4
+            and len(dig(m, "status", "history") or []) >= 4
             and m
         ),
     )
@@ -442,14 +457,7 @@ def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
         fixed = repo.commit("Fix replicas")
         webhook()
         wait_for("churn champion 2", lambda: registry.aliases(CHURN) == {"champion": "2"})
-        env = wait_for(
-            "environment Ready",
-            lambda: (
-                (e := get(cluster, "environment", "prod"))
-                and condition(e, "Ready")["status"] == "True"
-                and e
-            ),
-        )
+        env = wait_for("environment Ready", lambda: ready(cluster, "prod", "environment"))
         assert condition(env, "Stalled") is None
         assert env["status"]["lastAppliedRevision"] == fixed
         assert f'revision="{fixed}"' in op.get("/metrics")[1]
@@ -462,7 +470,9 @@ def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
         wait_for(
             "replicas restored",
             lambda: (
-                get(cluster, "modeldeployment", "fraud-detector")["spec"]["serving"]["replicas"]
+                dig(
+                    get(cluster, "modeldeployment", "fraud-detector"), "spec", "serving", "replicas"
+                )
                 == 2
             ),
         )

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.serving.config import routing_bucket
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -79,18 +79,30 @@ class Server:
         self.write_config(
             {"champion": champion, "challenger": challenger, "challengerTraffic": traffic}
         )
-        wait_for(
-            lambda: _serves(self.version(), champion, challenger, traffic),
+        self.wait_until(
             f"{self.name} to serve {champion} / {challenger} at {traffic}%",
-            self,
+            lambda: _serves(self.version(), champion, challenger, traffic),
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
-        wait_for(
-            lambda: self.client.get("/ping").status_code == 200,
-            f"{self.name} /ping 200",
-            self,
+        self.wait_until(
+            f"{self.name} /ping 200", lambda: self.client.get("/ping").status_code == 200, timeout
+        )
+
+    def wait_until(self, what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+        """``wait_for`` while this server runs: if it exits, or on timeout, fail with its log."""
+
+        def running_and_check() -> Any:
+            assert self.proc.poll() is None, f"{self.name} exited:\n{self.log.read_text()}"
+            return check()
+
+        return wait_for(
+            what,
+            running_and_check,
             timeout,
+            interval=0.1,
+            retry=(httpx.TransportError,),  # httpx's connection errors are no OSError
+            on_timeout=lambda: self.log.read_text()[-4000:],
         )
 
     def stop(self) -> None:
@@ -105,24 +117,17 @@ class Server:
 
 
 def _serves(doc: dict[str, Any], champion: str, challenger: str | None, traffic: int) -> bool:
-    models = doc.get("models")
-    if not models or models["champion"]["uri"] != champion:
+    """Whether ``/version`` says these models are in service (no models yet: not)."""
+    models = doc.get("models") or {}
+    if (models.get("champion") or {}).get("uri") != champion:
         return False
-    got = models["challenger"]["uri"] if models["challenger"] else None
+    got = (models.get("challenger") or {}).get("uri")
     return bool(got == challenger and models["challengerTraffic"] == (traffic if challenger else 0))
 
 
-def wait_for(check: Any, what: str, server: Server, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.proc.poll() is None, f"{server.name} exited:\n{server.log.read_text()}"
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{server.log.read_text()[-4000:]}")
+def _serves_version(doc: dict[str, Any], version: str) -> bool:
+    """Whether ``/version`` says the champion in service is this version."""
+    return bool(((doc.get("models") or {}).get("champion") or {}).get("version") == version)
 
 
 def store_env(db: Path) -> dict[str, str]:
@@ -131,15 +136,32 @@ def store_env(db: Path) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "MLFLOW_REGISTRY_URI": f"sqlite:///{db}"}
 
 
+# ``mlgitops serve`` with Python's global random seeded first (the seed is argv[1]): requests
+# without a routing key are split by random.random(), so a seeded server splits the same
+# sequence of requests the same way on every run.
+SEEDED_SERVE = (
+    "import random, sys; random.seed(int(sys.argv.pop(1))); "
+    "from controller.cli import main; sys.argv[0] = 'mlgitops'; main()"
+)
+
+
 def start_ours(
-    work: Path, db: Path, config: dict[str, Any], *extra: str, name: str = "mlgitops serve"
+    work: Path,
+    db: Path,
+    config: dict[str, Any],
+    *extra: str,
+    name: str = "mlgitops serve",
+    seed: int | None = None,
 ) -> Server:
     port = free_port()
     path = work / "serving.json"
     path.write_text(json.dumps(config))
     log = work / "ours.log"
     env = {**os.environ, **store_env(db)}
-    command = [str(BIN / "mlgitops"), "serve", "--config", str(path), "--host", "127.0.0.1"]
+    program = [str(BIN / "mlgitops")]
+    if seed is not None:
+        program = [sys.executable, "-c", SEEDED_SERVE, str(seed)]
+    command = [*program, "serve", "--config", str(path), "--host", "127.0.0.1"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*command, "--port", str(port), *extra],
@@ -434,12 +456,11 @@ def test_swap_under_continuous_load_fails_no_request(
         for version in order[1:]:
             before = sum(1 for out in seen for r in out if r[1] == version)
             ours.configure(f"models:/{CHURN}/{version}")
-            wait_for(
+            ours.wait_until(
+                f"30 responses from version {version}",
                 lambda v=version, b=before: (
                     sum(1 for out in seen for r in out if r[1] == v) >= b + 30
                 ),
-                f"30 responses from version {version}",
-                ours,
             )
     finally:
         stop.set()
@@ -469,10 +490,8 @@ def test_failed_load_or_bad_config_keeps_the_models_in_service(pair: Pair) -> No
     errors = ("mlgitops_serving_model_loads_total", (("result", "error"),))
 
     ours.write_config({"champion": f"models:/{FRAUD}/99"})
-    wait_for(
-        lambda: ours.metrics().get(errors, 0) > before.get(errors, 0),
-        "a failed model load",
-        ours,
+    ours.wait_until(
+        "a failed model load", lambda: ours.metrics().get(errors, 0) > before.get(errors, 0)
     )
     assert "could not load the models" in ours.version()["problem"]
     assert ours.client.get("/ping").status_code == 200
@@ -482,7 +501,7 @@ def test_failed_load_or_bad_config_keeps_the_models_in_service(pair: Pair) -> No
     reloads = ("mlgitops_serving_config_reloads_total", (("result", "error"),))
     count = ours.metrics().get(reloads, 0)
     ours.write_config('{"champion": "models:/x/1", "challengerTraffic": 200}')
-    wait_for(lambda: ours.metrics().get(reloads, 0) > count, "a rejected config", ours)
+    ours.wait_until("a rejected config", lambda: ours.metrics().get(reloads, 0) > count)
     assert "challengerTraffic: must be between 0 and 100" in ours.version()["problem"]
     r = ours.post(body)
     assert (r.status_code, r.headers["x-model-version"]) == (200, "2")
@@ -503,36 +522,52 @@ def test_alias_is_resolved_to_a_version(pair: Pair) -> None:
     assert ours.post(split_body(frame("classifier", 2))).headers["x-model-version"] == "3"
     client.set_registered_model_alias(FRAUD, "champion", "1")
     os.kill(ours.proc.pid, signal.SIGHUP)  # same file: SIGHUP alone re-resolves the alias
-    wait_for(lambda: ours.version()["models"]["champion"]["version"] == "1", "the alias move", ours)
+    ours.wait_until("the alias move", lambda: _serves_version(ours.version(), "1"))
 
 
 # -- the split -----------------------------------------------------------------------------------
 
 
-def test_split_within_binomial_bounds_and_sticky_by_routing_key(pair: Pair) -> None:
-    ours = pair.ours
-    ours.configure(f"models:/{FRAUD}/2", f"models:/{FRAUD}/3", 30)
-    body = split_body(frame("classifier", 1))
-    n, p = 2000, 0.30
-    roles = Counter()
-    for _ in range(n):
-        r = ours.post(body)
-        assert r.status_code == 200
-        roles[r.headers["x-model-role"], r.headers["x-model-version"]] += 1
-    assert set(roles) == {("champion", "2"), ("challenger", "3")}
-    # 99.9% two-sided interval of Binomial(2000, 0.3): +- 3.29 standard deviations.
-    bound = 3.29 * math.sqrt(n * p * (1 - p))
-    assert abs(roles["challenger", "3"] - n * p) <= bound, roles
+SPLIT_SEED = 1234
 
-    keys = [f"customer-{i}" for i in range(150)]
-    first: dict[str, str] = {}
-    for _ in range(3):
-        for key in keys:
-            role = ours.post(body, {**JSON_CT, "X-Routing-Key": key}).headers["x-model-role"]
-            assert first.setdefault(key, role) == role, key
-    for key in keys:  # the documented rule: bucket(sha256(key)) < percent goes to the challenger
-        assert first[key] == ("challenger" if routing_bucket(key) < 30 else "champion")
-    assert 0 < sum(r == "challenger" for r in first.values()) < len(keys)
+
+def test_split_within_binomial_bounds_and_sticky_by_routing_key(
+    tmp_path: Path, seeded_store: Path
+) -> None:
+    """A server of its own, seeded (SEEDED_SERVE): the requests without a routing key, sent one
+    after the other, meet the same draws on every run, so a count out of bounds reproduces."""
+    split = {
+        "champion": f"models:/{FRAUD}/2",
+        "challenger": f"models:/{FRAUD}/3",
+        "challengerTraffic": 30,
+    }
+    store = copy_store(seeded_store, tmp_path / "store")
+    ours = start_ours(tmp_path, store, split, name="mlgitops serve (seeded)", seed=SPLIT_SEED)
+    try:
+        ours.wait_ready()
+        body = split_body(frame("classifier", 1))
+        n, p = 2000, 0.30
+        roles: Counter[tuple[str, str]] = Counter()
+        for _ in range(n):
+            r = ours.post(body)
+            assert r.status_code == 200
+            roles[r.headers["x-model-role"], r.headers["x-model-version"]] += 1
+        assert set(roles) == {("champion", "2"), ("challenger", "3")}
+        # 99.9% two-sided interval of Binomial(2000, 0.3): +- 3.29 standard deviations.
+        bound = 3.29 * math.sqrt(n * p * (1 - p))
+        assert abs(roles["challenger", "3"] - n * p) <= bound, (roles, f"seed {SPLIT_SEED}")
+
+        keys = [f"customer-{i}" for i in range(150)]
+        first: dict[str, str] = {}
+        for _ in range(3):
+            for key in keys:
+                role = ours.post(body, {**JSON_CT, "X-Routing-Key": key}).headers["x-model-role"]
+                assert first.setdefault(key, role) == role, key
+        for key in keys:  # the documented rule: bucket(sha256(key)) < percent: the challenger
+            assert first[key] == ("challenger" if routing_bucket(key) < 30 else "champion")
+        assert 0 < sum(r == "challenger" for r in first.values()) < len(keys)
+    finally:
+        ours.stop()
 
 
 def test_metrics_count_requests_errors_and_latency_per_version_and_role(pair: Pair) -> None:
@@ -586,7 +621,7 @@ def test_every_request_reaches_the_inference_log(pair: Pair) -> None:
         table = DeltaTable(str(pair.inference_table)).to_pyarrow_table()
         return {r["request_id"]: r for r in table.to_pylist() if r["request_id"] in sent}
 
-    wait_for(lambda: len(rows()) == 3, "3 records in the inference log", ours, timeout=30)
+    ours.wait_until("3 records in the inference log", lambda: len(rows()) == 3, timeout=30)
     for rid, record in rows().items():
         status, text, payload = sent[rid]
         assert record["status"] == status
@@ -626,11 +661,10 @@ def test_not_ready_until_loaded_then_bounded_with_two_workers(
         name="mlgitops serve --workers 2",
     )
     try:
-        wait_for(lambda: ours.client.get("/health").status_code == 200, "liveness", ours)
-        wait_for(
-            lambda: "could not load" in ours.client.get("/ping").json()["message"],
+        ours.wait_until("liveness", lambda: ours.client.get("/health").status_code == 200)
+        ours.wait_until(
             "a failed first load",
-            ours,
+            lambda: "could not load" in ours.client.get("/ping").json().get("message", ""),
         )
         for _ in range(10):
             assert ours.client.get("/ping").status_code == 503
@@ -644,7 +678,7 @@ def test_not_ready_until_loaded_then_bounded_with_two_workers(
         ours.write_config({"champion": f"models:/{FRAUD}/2"}, hup=False)  # mtime poll alone
         ours.wait_ready()
         # /metrics sums over the workers: 2 loads means both have the model.
-        wait_for(lambda: ours.metrics().get(loads) == 2, "both workers loaded", ours)
+        ours.wait_until("both workers loaded", lambda: ours.metrics().get(loads) == 2)
         small = split_body(frame("classifier", 3))
         assert len(small) < 4096
         assert ours.post(small).status_code == 200
@@ -661,7 +695,7 @@ def test_not_ready_until_loaded_then_bounded_with_two_workers(
         assert ours.post(small).status_code == 200  # and the server is fine afterwards
 
         ours.configure(f"models:/{FRAUD}/3")  # SIGHUP to the supervisor reaches both workers
-        wait_for(lambda: ours.metrics().get(loads) == 4, "both workers swapped", ours)
+        ours.wait_until("both workers swapped", lambda: ours.metrics().get(loads) == 4)
         fresh = {**JSON_CT, "Connection": "close"}  # new connections: either worker may answer
         assert {ours.post(small, fresh).headers["x-model-version"] for _ in range(20)} == {"3"}
     finally:

@@ -1,8 +1,8 @@
 """A Kubernetes API server in memory, honest enough for a real kopf operator and real kubectl.
 
-Why: no kube-apiserver, kind or k3s can be installed on the project's machines (DESIGN.md section
-6), and kmock 0.8's ``KubernetesEmulator`` alone cannot run kopf: it stamps no resourceVersion, so
-kopf's first finalizer JSON-patch fails. This subclass adds the API machinery operators and kubectl
+Why: no kube-apiserver, kind or k3s can be installed on the project's machines, and kmock 0.8's
+``KubernetesEmulator`` alone cannot run kopf: it stamps no resourceVersion, so kopf's first
+finalizer JSON-patch fails. This subclass adds the API machinery operators and kubectl
 rely on: resourceVersion, uid, generation and creationTimestamp; 409 on a stale resourceVersion;
 422 on a failed JSON-patch test; PUT, merge, strategic-merge and JSON patches; server-side apply;
 the ``/status`` subresource; label and field selectors; watches from a resourceVersion with
@@ -37,8 +37,8 @@ import contextlib
 import copy
 import datetime
 import json
+import random
 import re
-import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -105,10 +105,6 @@ def _load_apply(body: bytes) -> Any:
 
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _random_suffix() -> str:
-    return "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
 
 
 class Call(NamedTuple):
@@ -284,6 +280,10 @@ class KubeApiEmulator(KubernetesEmulator):
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _gates: list[Gate] = attrs.field(factory=list, init=False)
+    # generateName suffixes and uids: random on a real server, seeded here, so the same sequence
+    # of creates gets the same names and uids and a failure that depends on them (a suffix
+    # collision is a 409) reproduces.
+    _random: random.Random = attrs.field(factory=lambda: random.Random(0), init=False)
 
     def __attrs_post_init__(self) -> None:
         # kmock's fallback reactions are not registered: _handle() serves what no reaction did.
@@ -511,7 +511,8 @@ class KubeApiEmulator(KubernetesEmulator):
     def _create(self, res: resource, ns: str | None, obj: Obj) -> Obj:
         info, meta = self.resources[res], obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + _random_suffix()
+            suffix = "".join(self._random.choice(_NAME_ALPHABET) for _ in range(5))
+            meta["name"] = meta["generateName"] + suffix
         if not (name := meta.get("name")):
             raise _error(422, "Invalid", "metadata.name: Required value", (res, ns, ""))
         if self._current(key := (res, ns, name)) is not None:
@@ -521,7 +522,8 @@ class KubeApiEmulator(KubernetesEmulator):
         for field in (*IMMUTABLE[1:], "deletionTimestamp"):
             meta.pop(field, None)
         meta |= {"namespace": ns} if ns else {}
-        meta |= {"uid": str(uuid.uuid4()), "generation": 1, "creationTimestamp": _now()}
+        uid = uuid.UUID(int=self._random.getrandbits(128), version=4)
+        meta |= {"uid": str(uid), "generation": 1, "creationTimestamp": _now()}
         obj |= {"apiVersion": _gv(res), "kind": info.kind}
         created = self._store(res, obj, "ADDED")
         return self._serve_crd(created) if res == CRDS else created

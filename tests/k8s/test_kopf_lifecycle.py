@@ -1,10 +1,9 @@
 """A real kopf operator's full lifecycle against the emulator: finalizer, status, child, update,
-delete. This is what kmock 0.8 alone could not run (DESIGN.md section 6)."""
+delete. This is what kmock 0.8 alone could not run."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -13,11 +12,13 @@ import kubernetes.config
 import pytest
 from kopf.testing import KopfRunner
 
+from tests.helpers import wait_for
 from tests.k8s.fixtures import Cluster
 
 FINALIZER = "example.com/finalizer"
 WIDGETS = ("example.com", "v1", "widgets")
 WIDGETS_KEY = "example.com/v1/widgets"  # kmock's notation, for emulator.objects
+POLL: dict[str, Any] = {"timeout": 10, "interval": 0.05}  # an in-memory API server is quick
 WIDGET_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
@@ -91,15 +92,6 @@ def make_operator(seen: list[tuple[str, str]]) -> kopf.OperatorRegistry:
     return registry
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.timeout(60)
 def test_operator_lifecycle(k8s: Cluster) -> None:
     k8s.emulator.add_crd(WIDGET_CRD)
@@ -117,18 +109,24 @@ def test_operator_lifecycle(k8s: Cluster) -> None:
         api.create_namespaced_custom_object(
             *WIDGETS[:2], "default", WIDGETS[2], {**manifest, "spec": {"size": 1}}
         )
-        created = wait_for("status", lambda: (w := widget()).get("status", {}).get("phase") and w)
+        created = wait_for(
+            "status", lambda: (w := widget()).get("status", {}).get("phase") and w, **POLL
+        )
         assert created["metadata"]["finalizers"] == [FINALIZER]
         assert created["status"]["observedSize"] == 1
         child = core.read_namespaced_config_map("w1-child", "default")
         assert child.data == {"size": "1"}
         [owner] = child.metadata.owner_references
         assert (owner.kind, owner.name, owner.uid) == ("Widget", "w1", created["metadata"]["uid"])
-        wait_for("an event", lambda: core.list_namespaced_event("default").items)
+        wait_for("an event", lambda: core.list_namespaced_event("default").items, **POLL)
 
         patch = {"spec": {"size": 2}}
         api.patch_namespaced_custom_object(*WIDGETS[:2], "default", WIDGETS[2], "w1", patch)
-        updated = wait_for("update", lambda: (w := widget())["status"]["observedSize"] == 2 and w)
+        updated = wait_for(
+            "update",
+            lambda: (w := widget()).get("status", {}).get("observedSize") == 2 and w,
+            **POLL,
+        )
         assert updated["metadata"]["generation"] == 2
         assert core.read_namespaced_config_map("w1-child", "default").data == {"size": "2"}
 
@@ -138,9 +136,11 @@ def test_operator_lifecycle(k8s: Cluster) -> None:
     assert runner.exception is None
 
     with KopfRunner(run, registry=registry, timeout=20) as runner:
-        wait_for("resume", lambda: seen[-1] == ("resume", "w1"))
+        wait_for("resume", lambda: seen[-1:] == [("resume", "w1")], **POLL)
         api.delete_namespaced_custom_object(*WIDGETS[:2], "default", WIDGETS[2], "w1")
-        wait_for("deletion", lambda: k8s.emulator.objects[WIDGETS_KEY, "default", "w1"].deleted)
+        wait_for(
+            "deletion", lambda: k8s.emulator.objects[WIDGETS_KEY, "default", "w1"].deleted, **POLL
+        )
     assert runner.exception is None
 
     assert seen == [("create", "w1"), ("update", "w1"), ("resume", "w1"), ("delete", "w1")]

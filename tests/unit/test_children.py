@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from controller.planning.children import (
     render_children,
     render_training_job,
 )
+from tests.helpers import python_output, reorder_keys
 
 PROJECT = Path(__file__).resolve().parents[2]
 CTX = RenderContext(
@@ -56,9 +59,49 @@ def test_every_child_validates_against_kubernetes_1_37() -> None:
     assert [o["kind"] for o in objs] == ["Deployment", "Service", "CronJob", "CronJob"]
 
 
-def test_labels_owner_and_names_are_deterministic() -> None:
-    first, second = render(), render()
-    assert first == second
+def examples() -> dict[str, Any]:
+    """Every ModelDeployment under environments/, as parsed YAML: ``<env>/<file>`` -> data."""
+    found = {}
+    for path in sorted(PROJECT.glob("environments/*/*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        if data["kind"] == "ModelDeployment":
+            found[f"{path.parent.name}/{path.stem}"] = data
+    return found
+
+
+def rendered(data: dict[str, Any]) -> str:
+    """The children and a training Job of one ModelDeployment, as JSON text (key order too)."""
+    spec = ModelDeployment.model_validate(data).spec
+    model = f"prod.{spec.model}"
+    job = render_training_job(OWNER, spec, model, CTX, commit="4f2a9c1d3e5b" * 3 + "7a9c")
+    return json.dumps([*render_children(OWNER, spec, model, CTX), job])
+
+
+def rendered_examples() -> dict[str, str]:
+    return {name: rendered(data) for name, data in examples().items()}
+
+
+@pytest.mark.parametrize("hash_seed", [0, 123])
+def test_rendering_is_the_same_in_a_fresh_process_with_another_hash_seed(hash_seed: int) -> None:
+    code = (
+        "import json; from tests.unit.test_children import rendered_examples as r; "
+        "print(json.dumps(r()))"
+    )
+    expected = rendered_examples()
+    assert len(expected) >= 6
+    assert json.loads(python_output(code, hash_seed=hash_seed)) == expected
+
+
+def test_rendering_ignores_the_key_order_of_the_spec() -> None:
+    rng = random.Random(1234)
+    for name, data in examples().items():
+        expected = rendered(data)
+        for run in range(25):
+            assert rendered(reorder_keys(rng, data)) == expected, (name, run)
+
+
+def test_labels_owner_and_names() -> None:
+    first = render()
     for obj in first:
         meta = obj["metadata"]
         assert meta["labels"][MANAGED_BY] == "mlgitops"

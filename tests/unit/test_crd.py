@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from controller.api.crd import (
     HEADER,
@@ -24,6 +27,7 @@ from controller.api.crd import (
 )
 from controller.api.documents import ModelDeploymentSpec
 from controller.api.status import Condition, HistoryEntry, ModelDeploymentStatus, VersionStatus
+from tests.helpers import python_output, reorder_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "manifests" / "crds"
@@ -73,8 +77,29 @@ def test_checked_in_files_parse_back_to_the_rendered_objects() -> None:
     assert kustomization["resources"] == sorted(crds)
 
 
-def test_render_is_deterministic() -> None:
-    assert render_manifests() == render_manifests()
+@pytest.mark.parametrize("hash_seed", [0, 123])
+def test_render_is_the_same_in_a_fresh_process_with_another_hash_seed(hash_seed: int) -> None:
+    code = (
+        "import json; from controller.api.crd import render_manifests as r; print(json.dumps(r()))"
+    )
+    assert json.loads(python_output(code, hash_seed=hash_seed)) == render_manifests()
+
+
+def test_render_ignores_the_key_order_of_the_models_json_schemas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every mapping pydantic hands over, in another order, gives the same files: the translation
+    builds no list (``required``, ``enum``, printer columns) in the order of a mapping's keys."""
+    expected = render_manifests()
+    original = BaseModel.__dict__["model_json_schema"].__func__
+    rng = random.Random(77)
+
+    def shuffled(cls: type[BaseModel], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return dict(reorder_keys(rng, original(cls, *args, **kwargs)))
+
+    monkeypatch.setattr(BaseModel, "model_json_schema", classmethod(shuffled))
+    for run in range(20):
+        assert render_manifests() == expected, run
 
 
 def test_check_mode_passes_on_fresh_files_and_names_the_stale_one(

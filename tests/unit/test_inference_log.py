@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from controller.serving import inference_log
 from controller.serving.inference_log import SCHEMA, InferenceLog
+from tests.helpers import wait_for
 
 
 class Sink:
@@ -53,14 +54,6 @@ def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
 @pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
 
 
 def metric(registry: CollectorRegistry, name: str) -> float:
@@ -152,11 +145,11 @@ def test_batches_on_size_and_on_time(
     ) as log:
         for i in range(10):
             log.append(record(i))
-        wait_until(lambda: log.stats()["rows_written"] == 10)
+        wait_for("10 rows written", lambda: log.stats()["rows_written"] == 10, 10, interval=0.005)
         assert [t.num_rows for t in sink.commits] == [5, 5]
 
         log.append(record(10))  # under a batch: written once flush_seconds pass
-        wait_until(lambda: log.stats()["rows_written"] == 11)
+        wait_for("11 rows written", lambda: log.stats()["rows_written"] == 11, 10, interval=0.005)
     assert [t.num_rows for t in sink.commits] == [5, 5, 1]
 
 
@@ -175,7 +168,7 @@ def test_failed_writes_are_retried_and_counted(
     with log:
         for i in range(4):
             assert log.append(record(i))
-        wait_until(lambda: log.stats()["rows_written"] == 4)
+        wait_for("4 rows written", lambda: log.stats()["rows_written"] == 4, 10, interval=0.005)
 
     assert log.stats() == {"rows_written": 4, "dropped": 0, "write_errors": 3, "pending": 0}
     assert [r["request_id"] for r in sink.rows()] == ["r00000", "r00001", "r00002", "r00003"]
@@ -198,7 +191,7 @@ def test_close_gives_up_at_its_timeout_and_counts_what_it_could_not_write(
     log.start()
     for i in range(6):
         log.append(record(i))
-    wait_until(lambda: log.stats()["write_errors"] >= 1)
+    wait_for("a write error", lambda: log.stats()["write_errors"] >= 1, 10, interval=0.005)
     t0 = time.monotonic()
     log.close(timeout=1.0)
 

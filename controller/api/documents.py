@@ -28,6 +28,7 @@ GROUP = "mlgitops.io"
 
 _NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _IDENT = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$"
+_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_\-]*"
 _VERSION = re.compile(r"^[1-9][0-9]*$")
 
 
@@ -66,6 +67,17 @@ def _cron(value: str) -> str:
 
 
 Schedule = Annotated[str, AfterValidator(_cron)]
+
+# A Delta table named in a document: <catalog>/<schema>/<table> under the Environment's data
+# root, never a path or a URI, so no document can reach outside the lake (`..`, an absolute path,
+# another bucket). Which catalogs a document may name is the loader's check.
+TableName = Annotated[
+    str,
+    Field(
+        pattern=rf"^{_SEGMENT}/{_SEGMENT}/{_SEGMENT}$",
+        description="<catalog>/<schema>/<table> under the Environment's dataRoot.",
+    ),
+]
 
 
 class ObjectMeta(Model):
@@ -159,7 +171,7 @@ class TrainingSpec(Model):
 
 
 class DataSpec(Model):
-    uri: str = Field(min_length=1)
+    uri: TableName
     target: str = Field(min_length=1)
 
 
@@ -201,8 +213,8 @@ class ServingSpec(Model):
 
 class BatchInferenceSpec(Model):
     schedule: Schedule
-    input: str = Field(min_length=1)
-    output: str = Field(min_length=1)
+    input: TableName
+    output: TableName
 
 
 class DriftSpec(Model):
@@ -223,7 +235,7 @@ class RetrainSpec(Model):
 
 class MonitoringSpec(Model):
     schedule: Schedule
-    baseline: str = Field(min_length=1)
+    baseline: TableName
     drift: DriftSpec = Field(default_factory=DriftSpec)
     retrain: RetrainSpec | None = None
 

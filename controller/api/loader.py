@@ -141,16 +141,43 @@ def _validate(
         return None
 
 
-def _outside_catalog(md: ModelDeployment, environment: Environment, at: Located) -> Problem | None:
-    catalog = environment.spec.catalog
+def _catalog_problems(md: ModelDeployment, environment: Environment, at: Located) -> list[Problem]:
+    """The model, and every table a document names, must be in catalogs the environment may
+    use: its own for what it writes, its own or its readCatalogs for what it only reads."""
+    own = environment.spec.catalog
+    problems = []
     parts = md.spec.model.split(".")
-    if len(parts) == 3 and parts[0] != catalog:
-        return at.problem(
-            "spec.model",
-            f"catalog {parts[0]!r} is outside environment {environment.metadata.name!r} "
-            f"(catalog {catalog!r})",
+    if len(parts) == 3 and parts[0] != own:
+        problems.append(
+            at.problem(
+                "spec.model",
+                f"catalog {parts[0]!r} is outside environment {environment.metadata.name!r} "
+                f"(catalog {own!r})",
+            )
         )
-    return None
+    readable = {own, *environment.spec.read_catalogs}
+    spec = md.spec
+    tables: list[tuple[str, str, str]] = []  # (field, table, read or write)
+    if spec.batch_inference is not None:
+        tables.append(("spec.batchInference.input", spec.batch_inference.input, "read"))
+        tables.append(("spec.batchInference.output", spec.batch_inference.output, "write"))
+    if spec.monitoring is not None:
+        tables.append(("spec.monitoring.baseline", spec.monitoring.baseline, "read"))
+    if spec.validation is not None:
+        tables.append(("spec.validation.data.uri", spec.validation.data.uri, "read"))
+    for where, table, may in tables:
+        catalog = table.split("/", 1)[0]
+        allowed = readable if may == "read" else {own}
+        if catalog not in allowed:
+            problems.append(
+                at.problem(
+                    where,
+                    f"table {table!r} is in catalog {catalog!r}, which environment "
+                    f"{environment.metadata.name!r} may not {may} (allowed: "
+                    f"{', '.join(sorted(allowed))})",
+                )
+            )
+    return problems
 
 
 def load_deployment(
@@ -165,9 +192,7 @@ def load_deployment(
     problems: list[Problem] = []
     md = _validate(ModelDeployment, data, at, problems)
     if md is not None:
-        outside = _outside_catalog(md, environment, at)
-        if outside:
-            problems.append(outside)
+        problems.extend(_catalog_problems(md, environment, at))
     if problems or md is None:
         raise InvalidInput(problems, revision)
     full = registered_name(catalog=environment.spec.catalog, model=md.spec.model)
@@ -249,9 +274,9 @@ def load_environment(
         by_name.setdefault(md.metadata.name, at)
         if environment is None:
             continue
-        outside = _outside_catalog(md, environment, at)
+        outside = _catalog_problems(md, environment, at)
         if outside:
-            problems.append(outside)
+            problems.extend(outside)
             continue
         full = registered_name(catalog=environment.spec.catalog, model=md.spec.model)
         if full in by_model:

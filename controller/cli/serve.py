@@ -42,8 +42,13 @@ def serve(
     ] = 0,
     host: Annotated[
         str,
-        typer.Option("--host", help="Address to listen on.", envvar="MLGITOPS_SERVE_HOST"),
-    ] = "0.0.0.0",
+        typer.Option(
+            "--host",
+            help="Address to listen on. Loopback by default, as `mlflow models serve`; the "
+            "serving pods pass 0.0.0.0.",
+            envvar="MLGITOPS_SERVE_HOST",
+        ),
+    ] = "127.0.0.1",
     port: Annotated[
         int, typer.Option("--port", help="Port to listen on.", envvar="MLGITOPS_SERVE_PORT")
     ] = 8000,

@@ -34,9 +34,16 @@ def sql_string(value: str) -> str:
 
 
 def table_uri(name: str, data_root: str) -> str:
-    """The Delta table URI of ``name``: ``name`` itself when absolute, else under ``data_root``."""
+    """The Delta table URI of ``name``: ``name`` itself when absolute, else under ``data_root``.
+
+    A relative name never leaves the data root: one with a ``..`` segment is refused. (Documents
+    name tables as ``<catalog>/<schema>/<table>`` only; an absolute path or URI is for a person
+    running a job by hand.)
+    """
     if "://" in name or os.path.isabs(name):
         return name
+    if ".." in name.replace("\\", "/").split("/"):
+        raise JobError(f"table name {name!r} leaves the data root ({data_root})")
     if "://" in data_root:
         return f"{data_root.rstrip('/')}/{name.lstrip('/')}"
     return str(Path(data_root) / name)

@@ -161,7 +161,9 @@ def render_serving(
     champion = spec.champion.version
     challenger = spec.challenger.version if spec.challenger else None
     traffic = spec.serving.traffic.challenger if challenger else 0
-    args = ["serve", "--champion", model_uri(model, champion), "--port", str(SERVING_PORT)]
+    # A pod's address, not loopback: the Service and the kubelet's probes reach it there.
+    args = ["serve", "--champion", model_uri(model, champion), "--host", "0.0.0.0"]
+    args += ["--port", str(SERVING_PORT)]
     if challenger:
         args += ["--challenger", model_uri(model, challenger), "--challenger-traffic", str(traffic)]
     selector = {MD_LABEL: owner.name, COMPONENT: "serving"}

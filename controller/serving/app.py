@@ -358,13 +358,14 @@ class Invocations:
         except ClientError as exc:
             status, out = exc.status, error_body(exc.code, exc.message)
         except ModelError as exc:
-            status, out = 500, error_body("INTERNAL_ERROR", exc.message)
+            # The model's own failure can quote data, paths or internals: it goes to the log,
+            # and the client gets the request id to find it there.
+            status, out = 500, _internal_error(request_id)
             log.error("%s %s: %s", served.model.uri, request_id, exc.message)
         except _Disconnected:
             status, out = 499, b""
-        except Exception as exc:  # a bug of ours: answer, log, keep serving
-            status = 500
-            out = error_body("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+        except Exception:  # a bug of ours: answer, log, keep serving
+            status, out = 500, _internal_error(request_id)
             log.exception("%s %s: unexpected error", served.model.uri, request_id)
         if status != 499:
             await _send(send, status, out, served.headers, rid)
@@ -382,6 +383,14 @@ class Invocations:
 
 class _Disconnected(Exception):
     pass
+
+
+def _internal_error(request_id: str) -> bytes:
+    return error_body(
+        "INTERNAL_ERROR",
+        f"the model failed to predict; the server log has the details under request id "
+        f"{request_id}",
+    )
 
 
 def _too_large(limit: int) -> ClientError:

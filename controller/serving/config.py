@@ -159,7 +159,7 @@ class ServeSettings:
 
     config: ServingConfig
     config_file: Path | None = None
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     workers: int = 1
     inference_log: str | None = None

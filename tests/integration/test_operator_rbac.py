@@ -33,12 +33,13 @@ from tests.integration.test_operator import (
     environment_yaml,
     get,
     ready,
+    rollouts,
     sign,
 )
 from tests.k8s.emulator import Access
 from tests.k8s.fixtures import Cluster
 
-__all__ = ["cluster"]
+__all__ = ["cluster", "rollouts"]
 
 # The identity the operator runs as in its namespace (its ServiceAccount), as a bearer token.
 OPERATOR = f"system:serviceaccount:{NS}:mlgitops-operator"
@@ -156,7 +157,7 @@ def run_scenario(
         )
         assert registry.aliases(FRAUD) == {"champion": "2", "challenger": "3"}
         assert get(cluster, "cronjob", "fraud-detector-monitor") is not None
-        # Resync passes run every 2 s; one restores a child deleted by hand.
+        # A child deleted by hand is restored (its watch event, or a resync every 2 s).
         cluster.kubectl("delete", "deployment", "fraud-detector-serving", "-n", NS)
         wait_for("serving restored", lambda: get(cluster, "deployment", "fraud-detector-serving"))
         # A Git change: a new champion (an update pass, an Event) and serving switched off (its
@@ -177,7 +178,11 @@ def run_scenario(
         repo.remove("environments/prod/churn-predictor.yaml")
         sync("Retire churn predictor")
         wait_for("churn pruned", lambda: get(cluster, "modeldeployment", "churn-predictor") is None)
-        assert get(cluster, "deployment", "churn-predictor-serving") is None
+        wait_for(
+            "its children collected by owner reference",
+            lambda: get(cluster, "deployment", "churn-predictor-serving") is None,
+            timeout=30,
+        )
         env = wait_for(
             "inventory written",
             lambda: (
@@ -201,7 +206,7 @@ def run_scenario(
 
 @pytest.fixture
 def accesses(
-    cluster: Cluster, state_dir: Path, tmp_path: Path, registry: RegistryView
+    cluster: Cluster, state_dir: Path, tmp_path: Path, registry: RegistryView, rollouts: None
 ) -> list[Access]:
     return run_scenario(cluster, state_dir, tmp_path, registry)
 

@@ -736,3 +736,46 @@ def test_cli_rejects_bad_settings(tmp_path: Path) -> None:
     code, err = run(MLGITOPS_SERVE_CONFIG=str(tmp_path / "missing.json"))
     assert code == 2
     assert "cannot read" in err
+
+
+FAILING_MODEL = """
+import mlflow
+
+
+class Failing(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        raise RuntimeError("cannot open /srv/secret/features.parquet for customer 4711")
+
+
+mlflow.models.set_model(Failing())
+"""
+
+
+def test_a_model_failure_is_a_generic_500_naming_the_request_and_logged_whole(
+    tmp_path: Path, seeded_store: Path
+) -> None:
+    """What a model raises can quote data and paths: the client gets the request id, the log
+    gets the details."""
+    import mlflow.pyfunc
+
+    code = tmp_path / "failing.py"
+    code.write_text(FAILING_MODEL)
+    model_dir = tmp_path / "failing-model"
+    mlflow.pyfunc.save_model(str(model_dir), python_model=str(code), pip_requirements=[])
+    db = copy_store(seeded_store, tmp_path / "store")
+    ours = start_ours(tmp_path, db, {"champion": str(model_dir)})
+    try:
+        ours.wait_ready()
+        body = json.dumps({"dataframe_split": {"columns": ["x"], "data": [[1.0]]}}).encode()
+        response = ours.post(body, {**JSON_CT, "X-Request-Id": "req-42"})
+        assert response.status_code == 500
+        error = response.json()
+        assert error["error_code"] == "INTERNAL_ERROR"
+        assert "req-42" in error["message"]
+        assert "secret" not in response.text
+        assert "4711" not in response.text
+        assert response.headers["x-request-id"] == "req-42"
+        ours.wait_until("the detail logged", lambda: "4711" in ours.log.read_text(), timeout=10)
+        assert "req-42" in ours.log.read_text()
+    finally:
+        ours.stop()

@@ -140,6 +140,8 @@ def test_serving_pins_versions_in_the_pod_template_and_never_drops_capacity() ->
         "serve",
         "--champion",
         "models:/prod.fraud.fraud_detector/2",
+        "--host",
+        "0.0.0.0",  # a pod's address: the Service and the probes reach it (default: loopback)
         "--port",
         "8000",
         "--challenger",

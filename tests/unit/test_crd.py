@@ -335,7 +335,11 @@ def test_a_valid_deployment_passes() -> None:
         champion={"version": "2"},
         challenger={"version": "3"},
         serving={"replicas": 2, "traffic": {"challenger": 10}},
-        monitoring={"schedule": "0 8 * * *", "baseline": "t", "drift": {"threshold": 0.2}},
+        monitoring={
+            "schedule": "0 8 * * *",
+            "baseline": "prod/fraud/baseline",
+            "drift": {"threshold": 0.2},
+        },
     )
     ModelDeploymentSpec.model_validate(doc["spec"])
     assert list(_md_validator().iter_errors(doc)) == []
@@ -360,7 +364,13 @@ def test_a_valid_deployment_passes() -> None:
         ),
         pytest.param({"promotion": {"policy": "yolo"}}, ["spec", "promotion", "policy"], id="enum"),
         pytest.param(
-            {"monitoring": {"schedule": "0 8 * * *", "baseline": "t", "drift": {"threshold": 0}}},
+            {
+                "monitoring": {
+                    "schedule": "0 8 * * *",
+                    "baseline": "prod/fraud/baseline",
+                    "drift": {"threshold": 0},
+                }
+            },
             ["spec", "monitoring", "drift", "threshold"],
             id="exclusive-minimum",
         ),

@@ -107,3 +107,10 @@ def test_monitor_skips_what_it_cannot_compare_and_needs_something(tmp_path: Path
             threshold=0.2,
             features=["blank"],
         )
+
+
+def test_a_relative_table_name_never_leaves_the_data_root() -> None:
+    assert table_uri("prod/fraud/t", "s3://lake") == "s3://lake/prod/fraud/t"
+    for name in ("../t", "prod/../../t", "prod/fraud/.."):
+        with pytest.raises(JobError, match="leaves the data root"):
+            table_uri(name, "/lake")

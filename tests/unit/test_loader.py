@@ -103,12 +103,56 @@ def test_a_tracking_uri_with_credentials_is_refused(uri: str) -> None:
     env = ENV + f"  registry: {{trackingUri: '{uri}'}}\n"
     [problem] = problems({"e/env.yaml": env, "e/md.yaml": MD})
     assert problem.startswith("e/env.yaml:7: spec.registry.trackingUri: must not carry credentials")
-    assert "s3cret" not in problem and "abc" not in problem.split("Secret")[0]
+    assert "s3cret" not in problem
+    assert "abc" not in problem.split("Secret")[0]
 
 
 def test_a_tracking_uri_without_credentials_is_accepted() -> None:
     env = ENV + "  registry: {trackingUri: 'https://mlflow.example.com:5000/path'}\n"
     assert problems({"e/env.yaml": env, "e/md.yaml": MD}) == []
+
+
+@pytest.mark.parametrize(
+    ("tables", "expected"),
+    [
+        (
+            "  batchInference: {schedule: '0 1 * * *', input: ../../etc/t, output: prod/f/out}",
+            "md.yaml:10: spec.batchInference.input: String should match pattern",
+        ),
+        (
+            "  batchInference: {schedule: '0 1 * * *', input: /abs/t, output: prod/f/out}",
+            "md.yaml:10: spec.batchInference.input: String should match pattern",
+        ),
+        (
+            "  batchInference: {schedule: '0 1 * * *', input: prod/f/in, output: s3://other/t}",
+            "md.yaml:10: spec.batchInference.output: String should match pattern",
+        ),
+        (
+            "  batchInference: {schedule: '0 1 * * *', input: prod/f/in, output: dev/f/out}",
+            "md.yaml:10: spec.batchInference.output: table 'dev/f/out' is in catalog 'dev', "
+            "which environment 'prod' may not write",
+        ),
+        (
+            "  monitoring: {schedule: '0 1 * * *', baseline: staging/f/base}",
+            "md.yaml:10: spec.monitoring.baseline: table 'staging/f/base' is in catalog "
+            "'staging', which environment 'prod' may not read",
+        ),
+    ],
+)
+def test_tables_stay_in_the_catalogs_the_environment_may_use(tables: str, expected: str) -> None:
+    """A document cannot reach outside the lake, nor write another environment's tables."""
+    found = problems({"e/env.yaml": ENV, "e/md.yaml": MD + tables + "\n"})
+    assert any(p.startswith(f"e/{expected}") for p in found), found
+
+
+def test_read_catalogs_may_be_read_not_written() -> None:
+    env = ENV + "  readCatalogs: [staging]\n"
+    read = "  monitoring: {schedule: '0 1 * * *', baseline: staging/f/base}\n"
+    assert problems({"e/env.yaml": env, "e/md.yaml": MD + read}) == []
+    write = "  batchInference: {schedule: '0 1 * * *', input: staging/f/in, output: staging/f/o}\n"
+    [problem] = problems({"e/env.yaml": env, "e/md.yaml": MD + write})
+    assert "spec.batchInference.output" in problem
+    assert "may not write (allowed: prod)" in problem
 
 
 def test_folder_name_must_match_environment() -> None:

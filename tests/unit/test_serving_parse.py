@@ -168,3 +168,11 @@ def test_settings_round_trip_to_workers(tmp_path: Path) -> None:
         predict="thread",
     )
     assert ServeSettings.from_json(json.loads(json.dumps(settings.to_json()))) == settings
+
+
+def test_the_server_listens_on_loopback_unless_told() -> None:
+    """As `mlflow models serve`: a laptop's model server is not on the network by default."""
+    from controller.serving.config import ServeSettings, ServingConfig
+
+    settings = ServeSettings(config=ServingConfig(champion="models:/m/1"))
+    assert settings.host == "127.0.0.1"

@@ -1,32 +1,42 @@
 """The e2e tier: the operator scenarios of tests/integration, on a real cluster from $KUBECONFIG.
 
-Skipped when KUBECONFIG is not set. The README says how to get a cluster with kind. The tests
-install the CRDs, use their own namespace (``$MLGITOPS_TEST_NAMESPACE``, default mlgitops-e2e,
-deleted afterwards) and run the operator as a local process against the cluster, so no image has
-to be built; serving pods will not start without the image, which the scenarios do not need.
+Skipped when KUBECONFIG is not set. Any conformant control plane works; the README says how to
+build and start one from Kubernetes' source on one machine (etcd, kube-apiserver and
+kube-controller-manager on loopback: no scheduler or kubelet, so pods never run and the
+scenarios that need a rollout mark the serving Pods Running and Ready themselves).
+
+Each test gets the namespace the prod overlay deploys to (``ml-prod``, or
+``$MLGITOPS_TEST_NAMESPACE``), with the overlay's ServiceAccount, Role and bindings applied as
+shipped. The operator runs as a local process with that ServiceAccount's token (``kubectl create
+token``), so the shipped RBAC is exactly what it gets; the test itself acts as admin. Between
+tests the namespace is deleted and its deletion waited for: nothing of ours may hold it.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.k8s.fixtures import run_kubectl
 
-os.environ.setdefault("MLGITOPS_TEST_NAMESPACE", "mlgitops-e2e")
+os.environ.setdefault("MLGITOPS_TEST_NAMESPACE", "ml-prod")
 KUBECONFIG = os.environ.get("KUBECONFIG")
 PROJECT = Path(__file__).resolve().parents[2]
+NS = os.environ["MLGITOPS_TEST_NAMESPACE"]
+RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if KUBECONFIG:
         return
-    skip = pytest.mark.skip(reason="e2e: set KUBECONFIG to a real cluster (see README: kind)")
+    skip = pytest.mark.skip(reason="e2e: set KUBECONFIG to a real cluster (see README)")
     for item in items:
         if item.nodeid.startswith("tests/e2e/"):
             item.add_marker(skip)
@@ -35,19 +45,44 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @dataclass(frozen=True)
 class RealCluster:
     kubeconfig: Path
+    directory: Path
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         return run_kubectl(self.kubeconfig, *args, input=input, check=check, timeout=timeout)
 
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig acting as ``user``, a ServiceAccount (``system:serviceaccount:NS:NAME``)
+        whose token the API server issues now: its requests get exactly its RBAC."""
+        _, _, namespace, name = user.split(":")
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=2h")
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+        config["users"] = [{"name": name, "user": {"token": token.stdout.strip()}}]
+        context["context"]["user"] = name
+        config["contexts"] = [context]
+        path = self.directory / f"kubeconfig-{namespace}-{name}"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+
+def _gone(cluster: RealCluster, what: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cluster.kubectl("get", what, check=False).returncode != 0:
+            return True
+        time.sleep(1)
+    return False
+
 
 @pytest.fixture
-def cluster() -> Iterator[RealCluster]:
+def cluster(tmp_path: Path) -> Iterator[RealCluster]:
     assert KUBECONFIG
-    real = RealCluster(Path(KUBECONFIG))
-    ns = os.environ["MLGITOPS_TEST_NAMESPACE"]
-    real.kubectl("apply", "-f", str(PROJECT / "manifests/crds"))
+    real = RealCluster(Path(KUBECONFIG), tmp_path)
+    # The CRDs folder is a kustomization (it lists the generated files): -k, not -f.
+    real.kubectl("apply", "-k", str(PROJECT / "manifests/crds"))
     real.kubectl(
         "wait",
         "--for=condition=Established",
@@ -55,17 +90,19 @@ def cluster() -> Iterator[RealCluster]:
         "crd/environments.mlgitops.io",
         "--timeout=60s",
     )
-    real.kubectl("create", "namespace", ns)
+    assert _gone(real, f"namespace/{NS}", 120), f"namespace {NS} still there from a previous run"
+    real.kubectl("create", "namespace", NS)
+    overlay = real.kubectl("kustomize", str(PROJECT / "manifests/overlays/prod")).stdout
+    rbac = [d for d in yaml.safe_load_all(overlay) if d and d["kind"] in RBAC_KINDS]
+    for doc in rbac:
+        if "namespace" in doc["metadata"]:
+            doc["metadata"]["namespace"] = NS
+        for subject in doc.get("subjects", []):
+            subject["namespace"] = NS
+    real.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
     try:
         yield real
     finally:
-        real.kubectl(
-            "delete",
-            "modeldeployments,environments",
-            "--all",
-            "-n",
-            ns,
-            "--wait=false",
-            check=False,
-        )
-        real.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        real.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+        # Nothing of ours holds a namespace: its deletion completes with no operator running.
+        assert _gone(real, f"namespace/{NS}", 120), f"namespace {NS} stuck deleting"

@@ -1,11 +1,16 @@
 """The same operator scenarios as tests/integration/test_operator.py, on a real cluster.
 
 Importing the test functions here makes pytest run them with this package's ``cluster`` fixture
-(tests/e2e/conftest.py), so both tiers assert exactly the same things.
+(tests/e2e/conftest.py), so both tiers assert exactly the same things; there they also prove
+what an emulator cannot: admission by the CRD's schema, garbage collection, the deployment
+controller reporting a rollout, and the shipped Role (the operator runs with its
+ServiceAccount's token).
 """
 
 from tests.integration.test_operator import (
     operator,
+    rollouts,
+    test_a_delete_never_waits_for_the_operator,
     test_git_sync_applies_prunes_restores_and_rejects_bad_revisions,
     test_invalid_document_is_stalled_with_the_field_named,
     test_modeldeployment_lifecycle,
@@ -13,6 +18,8 @@ from tests.integration.test_operator import (
 
 __all__ = [
     "operator",
+    "rollouts",
+    "test_a_delete_never_waits_for_the_operator",
     "test_git_sync_applies_prunes_restores_and_rejects_bad_revisions",
     "test_invalid_document_is_stalled_with_the_field_named",
     "test_modeldeployment_lifecycle",

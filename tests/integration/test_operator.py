@@ -25,6 +25,10 @@ from tests.helpers import PROJECT, ConfigRepo, OperatorProcess, RegistryView, wa
 from tests.k8s.fixtures import Cluster, start_emulator
 
 NS = os.environ.get("MLGITOPS_TEST_NAMESPACE", "ml-prod")
+# The identity the operator runs as in its namespace (its ServiceAccount): on a real cluster
+# (tests/e2e) its token, so it has exactly the shipped Role; on the emulator a bearer token
+# naming it, so the requests it makes can be told apart from the test's own.
+OPERATOR = f"system:serviceaccount:{NS}:mlgitops-operator"
 FRAUD = "prod.fraud.fraud_detector"
 CHURN = "prod.customers.churn_predictor"
 
@@ -202,7 +206,7 @@ def operator(cluster: Cluster, state_dir: Path, tmp_path: Path) -> Iterator[Oper
         "apply", "--validate=false", "-n", NS, "-f", "-", input=environment_yaml(state_dir)
     )
     op = OperatorProcess(
-        cluster.kubeconfig,
+        cluster.kubeconfig_for(OPERATOR),
         state_dir,
         tmp_path / "operator.log",
         "--env",
@@ -415,7 +419,7 @@ def test_a_delete_never_waits_for_the_operator(
     doc["metadata"]["finalizers"] = ["mlgitops.io/finalizer"]  # as versions up to 0.1 held
     cluster.kubectl("apply", "--validate=false", "-n", NS, "-f", "-", input=yaml.safe_dump(doc))
     op = OperatorProcess(
-        cluster.kubeconfig,
+        cluster.kubeconfig_for(OPERATOR),
         state_dir,
         tmp_path / "operator.log",
         "--env",
@@ -450,6 +454,13 @@ def test_a_delete_never_waits_for_the_operator(
         timeout=30,
     )
     assert registry.aliases(FRAUD) == {"champion": "2", "challenger": "3"}
+    # And the namespace, with a ModelDeployment and its children still in it.
+    cluster.kubectl("delete", "namespace", NS, "--wait=false")
+    wait_for(
+        "namespace gone",
+        lambda: cluster.kubectl("get", "namespace", NS, check=False).returncode != 0,
+        timeout=90,
+    )
 
 
 def test_invalid_document_is_stalled_with_the_field_named(
@@ -478,7 +489,8 @@ def test_invalid_document_is_stalled_with_the_field_named(
         NS,
         "-f",
         "-",
-        input=deployment_yaml("fraud-detector", champion={"version": "9"}),
+        # A YAML integer: the CRD takes int-or-string, as `mlgitops validate` does.
+        input=deployment_yaml("fraud-detector", champion={"version": 9}),
     )
     stalled = wait_for(
         "Stalled",
@@ -486,7 +498,10 @@ def test_invalid_document_is_stalled_with_the_field_named(
         timeout=90,
     )
     assert stalled["reason"] == "InvalidSpec"
-    assert "spec.champion.version" in stalled["message"]
+    assert (
+        "spec.champion.version: version 9 of prod.fraud.fraud_detector does not exist"
+        in (stalled["message"])
+    )
     assert get(cluster, "deployment", "fraud-detector-serving") is None
     assert registry.snapshot() == before
 
@@ -504,7 +519,7 @@ def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
     repo.commit("Use the test registry")
     token = "webhook-secret"
     op = OperatorProcess(
-        cluster.kubeconfig,
+        cluster.kubeconfig_for(OPERATOR),
         state_dir,
         tmp_path / "operator.log",
         "--env",

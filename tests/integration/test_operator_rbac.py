@@ -29,6 +29,7 @@ from tests.integration.test_operator import (
     CHURN,
     FRAUD,
     NS,
+    OPERATOR,
     cluster,
     environment_yaml,
     get,
@@ -41,8 +42,6 @@ from tests.k8s.fixtures import Cluster
 
 __all__ = ["cluster", "rollouts"]
 
-# The identity the operator runs as in its namespace (its ServiceAccount), as a bearer token.
-OPERATOR = f"system:serviceaccount:{NS}:mlgitops-operator"
 Rule = dict[str, Any]
 
 

@@ -271,10 +271,21 @@ def test_modeldeployment_lifecycle(
     assert condition(md, "Reconciling")["reason"] == "Progressing"  # type: ignore[index]
     assert (condition(md, "Ready") or {}).get("status") == "Unknown"
     assert (condition(md, "Ready") or {}).get("reason") == "Progressing"
-    table = cluster.kubectl("get", "modeldeployments", "-n", NS).stdout
+    table = cluster.kubectl("get", "md", "-n", NS).stdout  # the short name
     header = table.splitlines()[0].split()
     assert header == ["NAME", "CHAMPION", "CHALLENGER", "READY", "REVISION", "AGE"]
     assert table.splitlines()[1].split()[:4] == ["fraud-detector", "2", "3", "Unknown"]
+    listed = cluster.kubectl("get", "mlgitops", "-n", NS, "-o", "name").stdout.split()
+    assert "modeldeployment.mlgitops.io/fraud-detector" in listed  # the category
+
+    # The serving pod gets credentials by Secret reference only, and listens on the pod's
+    # address (the server's own default is loopback).
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert "value" not in env[name]
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "mlgitops-mlflow"
+    assert container["args"][container["args"].index("--host") + 1] == "0.0.0.0"
 
     # The rollout completes: the watch of the Deployment notices it at once (the resync is
     # 600 s away): Ready, serving rolled out, Reconciling cleared.

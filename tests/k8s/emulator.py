@@ -946,14 +946,15 @@ class KubeApiEmulator(KubernetesEmulator):
         """
         if (schema := self._schemas.get(res)) is None:
             return
+        kind = self.resources[res].kind
+        if verb == "apply" and (errors := structural.apply_errors(obj, schema)):
+            # Whatever fieldValidation says, structured-merge-diff refuses first: a 500.
+            found = errors[0] if len(errors) == 1 else "\n  ".join(["errors:", *errors])
+            gvk = f"{_gv(res)}, Kind={kind}"
+            message = f"failed to create typed patch object (/{name}; {gvk}): {found}"
+            raise KubernetesError(status=500, reason=None, message=message)
         patched = structural.go_json(obj) if verb == "patch" and validation == "Strict" else ""
         unknown = structural.prune(obj, schema)
-        kind = self.resources[res].kind
-        if unknown and verb == "apply":  # whatever fieldValidation says: a 500, the first only
-            gvk = f"{_gv(res)}, Kind={kind}"
-            message = f"failed to create typed patch object (/{name}; {gvk}): "
-            message += f".{unknown[0]}: field not declared in schema"
-            raise KubernetesError(status=500, reason=None, message=message)
         if unknown and validation == "Strict":
             strict = "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
             if verb == "patch":  # the patched object, as it stood before decoding

@@ -524,3 +524,80 @@ def value_at(obj: Any, path: str) -> tuple[bool, Any]:
         else:
             return False, None
     return True, obj
+
+
+# --- server-side apply: structured-merge-diff's typed check ----------------------------------
+
+
+def apply_errors(config: dict[str, Any], schema: Schema) -> list[str]:
+    """What structured-merge-diff finds wrong in an apply configuration before anything else.
+
+    Its own words (``.spec.x: field not declared in schema``, ``expected numeric (int or float),
+    got string``); the API server answers them with a 500. Go walks a map in random order and stops
+    at a map's first undeclared field; this walks it sorted, one of those orders.
+    """
+    root = dict(schema)
+    properties = dict(root.get("properties") or {})
+    properties |= {"apiVersion": {"type": "string"}, "kind": {"type": "string"}}
+    properties["metadata"] = {"type": "object", "properties": {key: {} for key in OBJECT_META}}
+    root |= {"type": "object", "properties": properties}
+    errors: list[str] = []
+    _typed(config, root, "", errors)
+    return errors
+
+
+def _typed(x: Any, s: Schema, path: str, errors: list[str]) -> None:
+    if x is None or not s:
+        return
+    preserve = bool(s.get("x-kubernetes-preserve-unknown-fields"))
+    kind = s.get("type")
+    if kind is None:  # int-or-string: any value here; the schema's validation judges it
+        return
+    if kind in ("integer", "number") and (isinstance(x, bool) or not isinstance(x, int | float)):
+        errors.append(f"{path}: expected numeric (int or float), got {_go_type(x)}")
+    elif kind == "string" and not isinstance(x, str):
+        errors.append(
+            f"{path}: expected string, got &value.valueUnstructured{{Value:{_go_sharp(x)}}}"
+        )
+    elif kind == "boolean" and not isinstance(x, bool):
+        errors.append(f"{path}: expected boolean, got &{{{_go_v(x)}}}")
+    elif kind == "array" and not isinstance(x, list):
+        errors.append(f"{path}: expected list, got &{{{_go_v(x)}}}")
+    elif kind == "array":
+        for i, item in enumerate(x):
+            _typed(item, s.get("items") or {}, f"{path}[{i}]", errors)
+    elif kind == "object" and not isinstance(x, dict):
+        errors.append(f"{path}: expected map, got &{{{_go_v(x)}}}")
+    elif kind == "object":
+        properties, extra = s.get("properties") or {}, s.get("additionalProperties")
+        for key in sorted(x):
+            child = properties.get(key, extra if isinstance(extra, dict) else None)
+            if child is None and not preserve:
+                errors.append(f"{path}.{key}: field not declared in schema")
+                return
+            _typed(x[key], child or {}, f"{path}.{key}", errors)
+
+
+def _go_type(x: Any) -> str:
+    """``%T`` of a decoded JSON value."""
+    for kind, name in ((bool, "bool"), (int, "int64"), (float, "float64"), (str, "string")):
+        if isinstance(x, kind):
+            return name
+    return "map[string]interface {}" if isinstance(x, dict) else "[]interface {}"
+
+
+def _go_v(x: Any) -> str:
+    """``%v`` of a decoded JSON value: maps as map[k:v], lists as [a b]."""
+    if isinstance(x, dict):
+        return "map[" + " ".join(f"{k}:{_go_v(v)}" for k, v in sorted(x.items())) + "]"
+    return _go_plain(x)
+
+
+def _go_sharp(x: Any) -> str:
+    """``%#v`` of a decoded JSON value."""
+    if isinstance(x, dict):
+        items = ", ".join(f"{go_quote(k)}:{_go_sharp(v)}" for k, v in sorted(x.items()))
+        return "map[string]interface {}{" + items + "}"
+    if isinstance(x, list):
+        return "[]interface {}{" + ", ".join(_go_sharp(v) for v in x) + "}"
+    return "interface {}(nil)" if x is None else go_value(x)

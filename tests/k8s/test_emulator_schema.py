@@ -276,3 +276,42 @@ def test_go_formats_values_as_the_api_server_prints_them() -> None:
     assert [structural.go_float(v) for v, _ in cases] == [text for _, text in cases]
     assert structural.go_value('a"b') == '"a\\"b"'
     assert structural.go_value({"b": 1, "a": "<"}) == '{"a":"\\u003c","b":1}'
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        (
+            {"serving": {"replicas": "two"}},
+            ".spec.serving.replicas: expected numeric (int or float), got string",
+        ),
+        ({"serving": {"enabled": "y"}}, ".spec.serving.enabled: expected boolean, got &{y}"),
+        ({"training": {"command": "x"}}, ".spec.training.command: expected list, got &{x}"),
+        ({"serving": "x"}, ".spec.serving: expected map, got &{x}"),
+        ({"model": 5}, ".spec.model: expected string, got &value.valueUnstructured{Value:5}"),
+        (
+            {"serving": {"enabled": {"a": [1, "x"]}}},
+            ".spec.serving.enabled: expected boolean, got &{map[a:[1 x]]}",
+        ),
+        (
+            {"model": {"a": 1}},
+            ".spec.model: expected string, got"
+            ' &value.valueUnstructured{Value:map[string]interface {}{"a":1}}',
+        ),
+        (
+            {"serving": {"replicas": "x", "enabled": "y"}},
+            "errors:\n  .spec.serving.enabled: expected boolean, got &{y}\n"
+            "  .spec.serving.replicas: expected numeric (int or float), got string",
+        ),
+    ],
+)
+async def test_server_side_apply_checks_types_first(
+    api: Api, spec: dict[str, Any], error: str
+) -> None:
+    """structured-merge-diff refuses an apply configuration of the wrong shape with a 500."""
+    status, body = await api(
+        "PATCH", f"{DEPLOYMENTS}/d", deployment(**spec), ctype=APPLY, fieldManager="t"
+    )
+    assert (status, "reason" in body) == (500, False)
+    prefix = "failed to create typed patch object (/d; mlgitops.io/v1alpha1, Kind=ModelDeployment)"
+    assert body["message"] == f"{prefix}: {error}"

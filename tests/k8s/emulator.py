@@ -950,8 +950,10 @@ class KubeApiEmulator(KubernetesEmulator):
         if verb == "apply" and (errors := structural.apply_errors(obj, schema)):
             # Whatever fieldValidation says, structured-merge-diff refuses first: a 500.
             found = errors[0] if len(errors) == 1 else "\n  ".join(["errors:", *errors])
+            meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+            named = f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"  # as the body says
             gvk = f"{_gv(res)}, Kind={kind}"
-            message = f"failed to create typed patch object (/{name}; {gvk}): {found}"
+            message = f"failed to create typed patch object ({named}; {gvk}): {found}"
             raise KubernetesError(status=500, reason=None, message=message)
         patched = structural.go_json(obj) if verb == "patch" and validation == "Strict" else ""
         unknown = structural.prune(obj, schema)

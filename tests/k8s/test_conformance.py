@@ -528,8 +528,15 @@ def test_the_crd_schema_refuses_with_the_field_named(
 def test_server_side_apply_refuses(
     api: Target, spec: dict[str, Any], status: int, message: str
 ) -> None:
-    _, deployments, _ = paths(api.namespace())
+    _, deployments, _ = paths(ns := api.namespace())
     api.ok("POST", deployments, deployment("d"))
+    named = deployment("named", serving="x")
+    named["metadata"]["namespace"] = ns  # the message names the object as the body does
+    applied = api("PATCH", f"{deployments}/named", named, ctype=APPLY, fieldManager="c")
+    assert applied.message == (
+        f"failed to create typed patch object ({ns}/named; {GROUP}, Kind=ModelDeployment):"
+        " .spec.serving: expected map, got &{x}"
+    )
     for name in ("d", "new"):  # an update, then a create
         applied = api(
             "PATCH",

@@ -1,30 +1,49 @@
 """A Kubernetes API server in memory, honest enough for a real kopf operator and real kubectl.
 
-Why: no kube-apiserver, kind or k3s can be installed on the project's machines, and kmock 0.8's
-``KubernetesEmulator`` alone cannot run kopf: it stamps no resourceVersion, so kopf's first
-finalizer JSON-patch fails. This subclass adds the API machinery operators and kubectl
-rely on: resourceVersion, uid, generation and creationTimestamp; 409 on a stale resourceVersion;
-422 on a failed JSON-patch test; PUT, merge, strategic-merge and JSON patches; server-side apply;
-the ``/status`` subresource; label and field selectors; watches from a resourceVersion with
-``timeoutSeconds``; finalizers; namespaces; discovery; CRDs registered at runtime; server-side
-printing (Tables with ``additionalPrinterColumns``). Writes that change nothing get no new
-resourceVersion and no watch event, as on a real server. Reactions added with kmock's DSL
-(``emulator["get /api/v1/..."] << 503``) still win over the emulation, to inject faults, and
-``hold()`` keeps matching requests waiting until a test releases them, to catch a client with a
-call in flight.
+Why: the fast test tier runs without a cluster, and kmock 0.8's ``KubernetesEmulator`` alone cannot
+run kopf: it stamps no resourceVersion, so kopf's first finalizer JSON-patch fails. This subclass adds the API machinery operators and kubectl
+rely on: resourceVersion, uid, generation (on the kinds that have one, bumped by spec changes only)
+and creationTimestamp; 409 on a stale resourceVersion; 422 on a failed JSON-patch test; PUT,
+merge, strategic-merge and JSON patches; server-side apply; the ``/status`` subresource; label and
+field selectors; watches from a resourceVersion with ``timeoutSeconds``; discovery; CRDs
+registered at runtime; server-side printing (Tables with ``additionalPrinterColumns``). Writes
+that change nothing get no new resourceVersion and no watch event, as on a real server. Reactions
+added with kmock's DSL (``emulator["get /api/v1/..."] << 503``) still win over the emulation, to
+inject faults, and ``hold()`` keeps matching requests waiting until a test releases them, to catch
+a client with a call in flight.
+
+Like a real cluster, with the same status codes and messages (``tests/k8s/test_conformance.py``
+holds both to them):
+
+- Custom resources are decoded and validated against their CRD's ``openAPIV3Schema``
+  (``structural``): unknown fields pruned (a ``Warning`` header by default, refused with
+  ``fieldValidation=Strict``, a 500 from server-side apply), defaults filled in, violations a 422
+  ``Invalid`` naming each field; on an update, what the update leaves as it was is not re-checked.
+- Deletion: finalizers hold an object (deletionTimestamp set, generation bumped) until the last
+  is removed; a DELETE answers with a ``Status`` once the object is gone (the object for
+  namespaces and services); ``propagationPolicy`` Orphan and Foreground add the garbage
+  collector's finalizers (batch/v1 Jobs orphan by default).
+- A garbage collector (a sweep every SWEEP_SECONDS, after writes): an object whose owners are all
+  gone (uid not found) is deleted, transitively, including one created with a dangling owner; a
+  dangling reference beside a live owner is removed; orphaning strips the owner's references.
+- Namespaces: created Active with the ``kubernetes`` finalizer and their name label; creating in
+  a missing namespace is a 404, in a Terminating one a 403; a DELETE makes a namespace
+  Terminating, the namespace controller deletes its content (what finalizers hold stays), keeps
+  its five conditions, and the namespace goes once it is empty. default, kube-system and
+  kube-public cannot be deleted.
 
 Simplified: server-side apply is a deep merge (dicts merged, lists replaced, nulls remove) with no
-field ownership, so it never reports a conflict and never prunes fields a manager stops applying;
-a strategic merge patch is a merge patch; each served version of a CRD is its own store (no
-conversion); namespaces need not exist and deleting one deletes nothing inside; watches filter by
-the object's current labels (no synthetic DELETED when labels stop matching); lists ignore
-``limit``; deleting a CRD keeps its resources served; built-ins print only Name and Age columns;
-protobuf bodies (kubectl's ``create configmap``/``create namespace``) get a 415.
+field ownership (no managedFields), so it never reports a conflict and never prunes fields a
+manager stops applying; a strategic merge patch is a merge patch; each served version of a CRD is
+its own store (no conversion); built-in kinds are not validated (any ConfigMap body is taken);
+watches filter by the object's current labels (no synthetic DELETED when labels stop matching);
+lists ignore ``limit``; deleting a CRD keeps its resources served; built-ins print only Name and
+Age columns; protobuf bodies (kubectl's ``create configmap``/``create namespace``) get a 415; only
+the default namespace exists at start.
 
-What it cannot show, ever: schema validation and defaulting, garbage collection by owner reference
-(a child with an ownerReference outlives its owner here), admission, RBAC and authentication,
-and controllers (a Deployment creates no pods, a Job never runs). Validate rendered objects
-against the schemas, and keep an e2e tier on a real cluster for those. RBAC is not enforced, but
+What it cannot show, ever: admission webhooks, RBAC and authentication, CEL rules
+(``x-kubernetes-validations``), and controllers beyond the two above (a Deployment creates no
+pods, a Job never runs). Keep an e2e tier on a real cluster for those. RBAC is not enforced, but
 every request is recorded as RBAC authorizes it (``accesses``), so a test can hold a Role against
 the requests a client really makes.
 """
@@ -51,9 +70,19 @@ import jsonpointer
 import yaml
 from kmock import KubernetesEmulator, KubernetesError, RawHandler, Request, ResourceInfo, resource
 
+from tests.k8s import structural
+
 Obj = dict[str, Any]
 VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
 CRDS = resource("apiextensions.k8s.io/v1/customresourcedefinitions")
+
+
+def _path(res: resource) -> str:
+    """A resource as its URL spells it: ``apps/v1/deployments``, ``v1/configmaps``."""
+    return "/".join(str(part) for part in (res.group, res.version, res.plural) if part)
+
+
+NAMESPACES = resource("v1/namespaces")
 # The built-in resources an operator uses: kind, namespaced, short names, has a /status.
 BUILTINS: dict[str | resource, tuple[str, bool, list[str], bool]] = {
     "v1/namespaces": ("Namespace", False, ["ns"], True),
@@ -84,6 +113,41 @@ CONFLICT = (
     " please apply your changes to the latest version and try again"
 )
 IMMUTABLE = ("name", "namespace", "uid", "creationTimestamp", "generation", "resourceVersion")
+DELETING = ("deletionTimestamp", "deletionGracePeriodSeconds")  # only a DELETE sets these
+# Built-ins whose strategy keeps metadata.generation (the others have none); CRs all do.
+GENERATION = {"apps/v1/deployments", "batch/v1/jobs", "batch/v1/cronjobs", _path(CRDS)}
+# Built-ins whose DELETE answers with the object; the others (and CRs) answer with a Status.
+RETURNS_DELETED = {"v1/namespaces", "v1/services"}
+# The garbage collector's finalizers, and the namespaces a kube-apiserver never deletes.
+ORPHAN, FOREGROUND = "orphan", "foregroundDeletion"
+IMMORTAL = ("default", "kube-system", "kube-public")
+NAMESPACE_FINALIZER = "kubernetes"
+# The namespace controller's conditions while a namespace terminates: type, reason, message
+# when all is well (status False); a True one replaces it when something remains.
+NAMESPACE_CONDITIONS = [
+    (
+        "NamespaceDeletionDiscoveryFailure",
+        "ResourcesDiscovered",
+        "All resources successfully discovered",
+    ),
+    (
+        "NamespaceDeletionGroupVersionParsingFailure",
+        "ParsedGroupVersions",
+        "All legacy kube types successfully parsed",
+    ),
+    (
+        "NamespaceDeletionContentFailure",
+        "ContentDeleted",
+        "All content successfully deleted, may be waiting on finalization",
+    ),
+    ("NamespaceContentRemaining", "ContentRemoved", "All content successfully removed"),
+    (
+        "NamespaceFinalizersRemaining",
+        "ContentHasNoFinalizers",
+        "All content-preserving finalizers finished",
+    ),
+]
+SWEEP_SECONDS = 0.25  # how often the garbage collector and the namespace controller look
 
 
 # The API server's names.SimpleNameGenerator: 5 characters from k8s.io/apimachinery's
@@ -146,10 +210,154 @@ class Access(NamedTuple):
 
 def _error(code: int, reason: str, message: str, key: Key | None = None) -> Exception:
     """A Kubernetes ``Status`` (kmock renders it), about the object at ``key`` if given."""
-    details: Obj = {"causes": []}  # not empty: kmock would show a traceback instead
-    if key:
-        details = {"name": key[2], "group": key[0].group, "kind": key[0].plural}
+    details = _details(name=key[2], group=key[0].group, kind=key[0].plural) if key else {}
     return KubernetesError(status=code, reason=reason, message=message, details=details)
+
+
+def _details(**fields: Any) -> Obj:
+    """A Status's details, without the empty fields (Go's omitempty)."""
+    return {k: v for k, v in fields.items() if v}
+
+
+def _invalid(
+    qualified: str, kind: str, group: str, name: str, errors: list[structural.FieldError]
+) -> Exception:
+    """``apierrors.NewInvalid``: a 422 naming each field, as the API server words it."""
+    message = f'{qualified} "{name}" is invalid: {structural.aggregate(errors)}'
+    causes = [{"reason": e.type, "message": e.body(), "field": e.field} for e in errors]
+    details = _details(name=name, group=group, kind=kind, causes=causes)
+    return KubernetesError(status=422, reason="Invalid", message=message, details=details)
+
+
+def _ratcheted(error: structural.FieldError, new: Obj, old: Obj) -> bool:
+    """Whether an update leaves the failing value as it was (so the error does not count)."""
+    path = error.field
+    if error.type == structural.REQUIRED:  # about the object that lacks the field
+        path = path.rpartition(".")[0]
+    found, value = structural.value_at(new, path)
+    was_found, was = structural.value_at(old, path)
+    return found and was_found and value == was
+
+
+def _gc_finalizers(res: resource, finalizers: list[str], options: Obj) -> list[str]:
+    """A deleted object's finalizers, with the garbage collector's for the propagation policy.
+
+    ``orphanDependents`` wins over ``propagationPolicy``, which wins over a finalizer already
+    there; by default, batch/v1 Jobs orphan (for backward compatibility) and the rest do not.
+    """
+    orphan, foreground = options.get("orphanDependents"), False
+    policy = options.get("propagationPolicy")
+    if orphan is None and policy:
+        orphan, foreground = policy == "Orphan", policy == "Foreground"
+    elif orphan is None:
+        first = next((f for f in finalizers if f in (ORPHAN, FOREGROUND)), None)
+        orphan = first == ORPHAN if first else _path(res) == "batch/v1/jobs"
+        foreground = first == FOREGROUND
+    kept = [f for f in finalizers if f not in (ORPHAN, FOREGROUND)]
+    wanted = kept + [ORPHAN] * bool(orphan) + [FOREGROUND] * foreground
+    return finalizers if set(wanted) == set(finalizers) else wanted
+
+
+def _namespace_gc_finalizers(meta: Obj, options: Obj) -> list[str]:
+    """A namespace's own rule: only what the delete options ask for changes its finalizers."""
+    finalizers = list(meta.get("finalizers") or [])
+    orphan, policy = options.get("orphanDependents"), options.get("propagationPolicy")
+    wanted = {
+        ORPHAN: orphan if orphan is not None else (policy == "Orphan" if policy else None),
+        FOREGROUND: (not orphan)
+        if orphan is not None
+        else (policy == "Foreground" if policy else None),
+    }
+    for finalizer, keep in wanted.items():
+        if keep and finalizer not in finalizers:
+            finalizers.append(finalizer)
+        elif keep is False and finalizer in finalizers:
+            finalizers.remove(finalizer)
+    return finalizers
+
+
+def _prepare_namespace(new: Obj, old: Obj | None, sub: str | None) -> None:
+    """The namespace strategy: Active with the ``kubernetes`` finalizer on create; spec.finalizers
+    change only through /finalize, the status only through /status; a label names it."""
+    if old is None:
+        finalizers = list((new.get("spec") or {}).get("finalizers") or [])
+        new["spec"] = {**(new.get("spec") or {}), "finalizers": finalizers}
+        if NAMESPACE_FINALIZER not in finalizers:
+            finalizers.append(NAMESPACE_FINALIZER)
+        new["status"] = {"phase": "Active"}
+    elif sub != "finalize":
+        new["spec"] = copy.deepcopy(old.get("spec") or {})
+    labels = new["metadata"].setdefault("labels", {})
+    labels["kubernetes.io/metadata.name"] = new["metadata"]["name"]
+
+
+def _namespace_conditions(old: list[Obj], remaining: list[tuple[Key, Obj]]) -> list[Obj]:
+    """The namespace controller's five conditions, given what is left in the namespace."""
+    counts: dict[str, int] = {}
+    by_finalizer: dict[str, int] = {}
+    for key, obj in remaining:
+        what = f"{key[0].plural}.{key[0].group or ''}"
+        counts[what] = counts.get(what, 0) + 1
+        for finalizer in obj["metadata"].get("finalizers") or []:
+            by_finalizer[finalizer] = by_finalizer.get(finalizer, 0) + 1
+    failing: dict[str, tuple[str, str]] = {}
+    if counts:
+        listed = sorted(f"{what} has {n} resource instances" for what, n in counts.items())
+        failing["NamespaceContentRemaining"] = (
+            "SomeResourcesRemain",
+            f"Some resources are remaining: {', '.join(listed)}",
+        )
+    if by_finalizer:
+        listed = sorted(f"{f} in {n} resource instances" for f, n in by_finalizer.items())
+        failing["NamespaceFinalizersRemaining"] = (
+            "SomeFinalizersRemain",
+            f"Some content in the namespace has finalizers remaining: {', '.join(listed)}",
+        )
+    conditions = [dict(c) for c in old]
+    for type_, ok_reason, ok_message in NAMESPACE_CONDITIONS:
+        status, (reason, message) = (
+            ("True", failing[type_]) if type_ in failing else ("False", (ok_reason, ok_message))
+        )
+        wanted = {"type": type_, "status": status, "reason": reason, "message": message}
+        current = next((c for c in conditions if c.get("type") == type_), None)
+        if current is None:
+            conditions.append(wanted | {"lastTransitionTime": _now()})
+        elif any(current.get(k) != wanted[k] for k in ("status", "reason", "message")):
+            if current.get("status") != status:
+                current["lastTransitionTime"] = _now()
+            current |= wanted
+    return conditions
+
+
+def _deleted_status(res: resource, obj: Obj) -> Obj:
+    """What most registries answer a DELETE that deleted at once with: a Success Status."""
+    meta = obj["metadata"]
+    details = _details(name=meta["name"], group=res.group, kind=res.plural, uid=meta["uid"])
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"} | {
+        "details": details
+    }
+
+
+def _without_owner(obj: Obj, uids: set[Any]) -> Obj:
+    refs = [r for r in obj["metadata"].get("ownerReferences") or [] if r.get("uid") not in uids]
+    obj["metadata"]["ownerReferences"] = refs or None
+    if not refs:
+        del obj["metadata"]["ownerReferences"]
+    return obj
+
+
+def _without_finalizer(obj: Obj, finalizer: str) -> Obj:
+    finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != finalizer]
+    obj["metadata"]["finalizers"] = finalizers
+    if not finalizers:
+        del obj["metadata"]["finalizers"]
+    return obj
+
+
+def _blocks(obj: Obj, uid: str) -> bool:
+    """Whether a dependent holds up its owner's foreground deletion."""
+    refs = obj["metadata"].get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("blockOwnerDeletion") for r in refs)
 
 
 def _what(res: resource) -> str:
@@ -284,6 +492,10 @@ class KubeApiEmulator(KubernetesEmulator):
     # of creates gets the same names and uids and a failure that depends on them (a suffix
     # collision is a 409) reproduces.
     _random: random.Random = attrs.field(factory=lambda: random.Random(0), init=False)
+    _schemas: dict[resource, Obj] = attrs.field(factory=dict, init=False)  # CRs' openAPIV3Schema
+    _warnings: list[str] = attrs.field(factory=list, init=False)  # the request's Warning headers
+    _sweeper: asyncio.Task[None] | None = attrs.field(default=None, init=False)
+    _swept: int = attrs.field(default=-1, init=False)  # the resourceVersion the last sweep saw
 
     def __attrs_post_init__(self) -> None:
         # kmock's fallback reactions are not registered: _handle() serves what no reaction did.
@@ -291,8 +503,9 @@ class KubeApiEmulator(KubernetesEmulator):
             info = ResourceInfo(kind=kind, namespaced=namespaced, singular=kind.lower())
             info.verbs, info.shortnames = VERBS, set(short)
             info.subresources = {"status"} if status else set()
+            info.subresources |= {"finalize"} if res == NAMESPACES else set()
             self.resources[res] = info
-        self._create(resource("v1/namespaces"), None, {"metadata": {"name": "default"}})
+        self._create(NAMESPACES, None, {"metadata": {"name": "default"}})
 
     def add_crd(self, crd: Obj) -> None:
         """Store (or replace) a CustomResourceDefinition and serve its resources; any thread."""
@@ -340,12 +553,25 @@ class KubeApiEmulator(KubernetesEmulator):
     async def __aenter__(self) -> KubeApiEmulator:
         await super().__aenter__()
         self._loop, self._closing = asyncio.get_running_loop(), False
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="k8s-emulator-gc")
         return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._stop_sweeping()
+        await super().__aexit__(*exc_info)
 
     async def close_watches(self) -> None:
         """End every open watch stream (before the HTTP server shuts down)."""
         self._closing = True
         self._wake()
+        await self._stop_sweeping()
+
+    async def _stop_sweeping(self) -> None:
+        if (sweeper := self._sweeper) is not None:
+            self._sweeper = None
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
 
     # --- HTTP ---------------------------------------------------------------------------------
 
@@ -362,6 +588,15 @@ class KubeApiEmulator(KubernetesEmulator):
             if self._errors:
                 self._errors[-1].append(e)
             return await self._render_error(e)
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        """A failure ``Status`` as the API server writes it (no details when it has none)."""
+        if not isinstance(exc, KubernetesError):
+            return await super()._render_error(exc)  # a bug: kmock's 500 with the traceback
+        status: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+        status |= {"message": exc.message} | ({"reason": exc.reason} if exc.reason else {})
+        status |= {"details": exc.details} if exc.details else {}
+        return aiohttp.web.json_response(status | {"code": exc.status}, status=exc.status)
 
     async def _parse(self, raw: aiohttp.web.BaseRequest) -> Request:
         """kmock's own parser breaks on ``/api/v1/namespaces``: parse paths here."""
@@ -435,17 +670,35 @@ class KubeApiEmulator(KubernetesEmulator):
             listed: Obj = {"apiVersion": _gv(res), "kind": f"{info.kind}List", "items": items}
             listed["metadata"] = {"resourceVersion": str(self._rv)}
             return aiohttp.web.json_response(self._table(res, items) if table else listed)
+        self._warnings = []  # what this write warns of; no await from here to the response
+        validation = params.get("fieldValidation") or "Warn"  # the API server's default
         if method == "POST" and not name:
-            return aiohttp.web.json_response(self._create(res, ns, _body(req)), status=201)
+            created = self._create(res, ns, _body(req), validation=validation)
+            return self._respond(created, status=201)
         if method == "PUT" and name:
-            return aiohttp.web.json_response(self._update(key, sub, lambda _: _body(req)))
+            body = _body(req)
+            return self._respond(self._update(key, sub, lambda _: body, validation=validation))
         if method == "PATCH" and name:
-            return self._patch(req, key, sub)
+            return self._patch(req, key, sub, validation)
         if method == "DELETE" and name and not sub:
-            return aiohttp.web.json_response(self._delete(key, req.data or {}))
+            options = {k: v for k, v in params.items() if k in ("propagationPolicy",)}
+            if "orphanDependents" in params:
+                options["orphanDependents"] = params["orphanDependents"] == "true"
+            if isinstance(req.data, dict):
+                options |= req.data
+            return self._respond(self._delete(key, options, request=True))
         raise _error(405, "MethodNotAllowed", f"{method} is not allowed on {raw.path}")
 
-    def _patch(self, req: Request, key: Key, sub: str | None) -> aiohttp.web.Response:
+    def _respond(self, body: Obj, status: int = 200) -> aiohttp.web.Response:
+        """A JSON response, with a ``Warning`` header per warning the write produced."""
+        response = aiohttp.web.json_response(body, status=status)
+        for warning in self._warnings:
+            response.headers.add("Warning", f"299 - {json.dumps(warning)}")
+        return response
+
+    def _patch(
+        self, req: Request, key: Key, sub: str | None, validation: str
+    ) -> aiohttp.web.Response:
         ctype, patch = req.headers.get("Content-Type", "").split(";")[0], req.data
         change: Change
         if ctype == JSON_PATCH:
@@ -455,19 +708,26 @@ class KubeApiEmulator(KubernetesEmulator):
         elif ctype == APPLY:  # server-side apply: a deep merge, no field ownership (see above)
             if not req.params.get("fieldManager"):
                 raise _error(400, "BadRequest", "fieldManager is required for apply requests")
+            config = _body(req)
+            self._decode(key[0], config, validation, "apply", key[2])
             if self._current(key) is None and not sub:
                 # A kube-apiserver authorizes an apply that creates its object as a create too.
                 assert req._raw_request is not None
                 check = _access(req._raw_request, key[0], None, key[1], key[2])
                 self.accesses.append(check._replace(verb="create"))
-                body = _merge(_body(req), {"metadata": {"name": key[2]}})
-                return aiohttp.web.json_response(self._create(key[0], key[1], body), status=201)
-            change = lambda old: _merge(old, patch)  # noqa: E731
+                body = _merge(config, {"metadata": {"name": key[2]}})
+                created = self._create(key[0], key[1], body, validation="Ignore")
+                return self._respond(created, status=201)
+            change = lambda old: _merge(old, config)  # noqa: E731
+            validation = "Ignore"  # what the apply configuration did not declare is gone
         else:
             raise _error(415, "UnsupportedMediaType", f"unsupported patch type: {ctype}")
-        return aiohttp.web.json_response(self._update(key, sub, change))
+        return self._respond(self._update(key, sub, change, validation=validation, verb="patch"))
 
     # --- state: every write goes through _create, _update or _delete, then _store -----------
+    # ``validation`` is the request's fieldValidation; None for the cluster's own writes (the
+    # garbage collector's, the namespace controller's, add_crd's), which are not decoded,
+    # admitted or validated.
 
     def _current(self, key: Key) -> Obj | None:
         if key in self.objects and not self.objects[key].deleted:
@@ -508,27 +768,53 @@ class KubeApiEmulator(KubernetesEmulator):
         self._wake()
         return obj
 
-    def _create(self, res: resource, ns: str | None, obj: Obj) -> Obj:
+    def _create(
+        self, res: resource, ns: str | None, obj: Obj, *, validation: str | None = None
+    ) -> Obj:
+        """A create, in the API server's order: decode, admit, prepare, validate, store."""
         info, meta = self.resources[res], obj.setdefault("metadata", {})
+        if validation is not None:
+            self._decode(res, obj, validation, "create", meta.get("name") or "")
+            self._admit_create(res, ns, meta.get("name") or meta.get("generateName") or "")
         if not meta.get("name") and meta.get("generateName"):
-            suffix = "".join(self._random.choice(_NAME_ALPHABET) for _ in range(5))
-            meta["name"] = meta["generateName"] + suffix
-        if not (name := meta.get("name")):
-            raise _error(422, "Invalid", "metadata.name: Required value", (res, ns, ""))
-        if self._current(key := (res, ns, name)) is not None:
-            raise _error(409, "AlreadyExists", f'{_what(res)} "{name}" already exists', key)
+            meta["name"] = meta["generateName"] + "".join(
+                self._random.choice(_NAME_ALPHABET) for _ in range(5)
+            )
+        name = meta.get("name") or ""
         if "status" in info.subresources:
             obj.pop("status", None)
-        for field in (*IMMUTABLE[1:], "deletionTimestamp"):
+        for field in (*IMMUTABLE[1:], *DELETING):
             meta.pop(field, None)
         meta |= {"namespace": ns} if ns else {}
-        uid = uuid.UUID(int=self._random.getrandbits(128), version=4)
-        meta |= {"uid": str(uid), "generation": 1, "creationTimestamp": _now()}
+        meta |= {
+            "uid": str(uuid.UUID(int=self._random.getrandbits(128), version=4)),
+            "creationTimestamp": _now(),
+        }
+        meta |= {"generation": 1} if self._has_generation(res) else {}
         obj |= {"apiVersion": _gv(res), "kind": info.kind}
+        if res == NAMESPACES:
+            _prepare_namespace(obj, None, None)
+        if not name:
+            required = structural.FieldError(
+                structural.REQUIRED, "metadata.name", "", "name or generateName is required"
+            )
+            raise self._invalid(res, "", [required])
+        if validation is not None:
+            self._validate(res, obj, None, None)
+        if self._current(key := (res, ns, name)) is not None:
+            raise _error(409, "AlreadyExists", f'{_what(res)} "{name}" already exists', key)
         created = self._store(res, obj, "ADDED")
         return self._serve_crd(created) if res == CRDS else created
 
-    def _update(self, key: Key, sub: str | None, change: Change) -> Obj:
+    def _update(
+        self,
+        key: Key,
+        sub: str | None,
+        change: Change,
+        *,
+        validation: str | None = None,
+        verb: str = "update",
+    ) -> Obj:
         res, old = key[0], self._get(key)
         try:
             new = change(copy.deepcopy(old))
@@ -536,42 +822,93 @@ class KubeApiEmulator(KubernetesEmulator):
             raise _error(422, "Invalid", f"the patch cannot be applied: {e}", key) from None
         if not isinstance(new, dict):
             raise _error(400, "BadRequest", "the result is not an object")
+        if validation is not None:
+            self._decode(res, new, validation, verb, key[2])
         old_meta, rv = old["metadata"], (new.get("metadata") or {}).get("resourceVersion")
         if rv and rv != old_meta["resourceVersion"]:  # optimistic concurrency
             raise _error(409, "Conflict", CONFLICT.format(what=_what(res), name=key[2]), key)
         if sub == "status":  # the status subresource changes only the status
             new = {**copy.deepcopy(old), "status": new.get("status")}
+        elif sub == "finalize":  # a namespace's finalize subresource: only spec.finalizers
+            finalizers = (new.get("spec") or {}).get("finalizers") or []
+            new = copy.deepcopy(old)
+            new["spec"] = {**(new.get("spec") or {}), "finalizers": finalizers}
         elif "status" in self.resources[res].subresources:  # the main endpoint ignores it
             new["status"] = copy.deepcopy(old.get("status"))
         if new.get("status") is None:
             new.pop("status", None)
         meta = new["metadata"] = dict(new.get("metadata") or {})
-        for field in (*IMMUTABLE, "deletionTimestamp"):
+        for field in (*IMMUTABLE, *DELETING):
             meta.pop(field, None)
             meta |= {field: old_meta[field]} if field in old_meta else {}
         new |= {"apiVersion": old["apiVersion"], "kind": old["kind"]}
+        if res == NAMESPACES:
+            _prepare_namespace(new, old, sub)
+        if validation is not None:
+            self._validate(res, new, old, sub)
         if new == old:  # a write that changes nothing: no new resourceVersion, no event
             return old
-        if _spec(new) != _spec(old):
+        if "generation" in meta and _spec(new) != _spec(old):
             meta["generation"] += 1
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        held = meta.get("finalizers") or (res == NAMESPACES and new["spec"].get("finalizers"))
+        if meta.get("deletionTimestamp") and not held:
             return self._store(res, new, "DELETED")  # the last finalizer is gone
         updated = self._store(res, new, "MODIFIED")
         return self._serve_crd(updated) if res == CRDS and not sub else updated
 
-    def _delete(self, key: Key, options: Obj) -> Obj:
-        old = self._get(key)
+    def _delete(self, key: Key, options: Obj, *, request: bool = False) -> Obj:
+        """A DELETE: the object gone at once, or marked while finalizers remain.
+
+        Answers with the object while it remains, once gone with the object or a ``Status``
+        (as the resource's registry does). The garbage collector's finalizers come from the
+        propagation policy: ``orphan`` (dependents keep existing, without this owner) and
+        ``foregroundDeletion`` (dependents first); background, the default, needs none.
+        """
+        res, old = key[0], self._get(key)
         meta = old["metadata"]
         for field, value in (options.get("preconditions") or {}).items():
             if value and meta.get(field) != value:
                 message = f"Precondition failed: {field} is {meta.get(field)}"
                 raise _error(409, "Conflict", message, key)
-        if not meta.get("finalizers"):
-            return self._store(key[0], old, "DELETED")
-        if meta.get("deletionTimestamp"):  # finalizers delay deletion until the last is removed
+        policy = options.get("propagationPolicy")
+        if policy not in (None, "Foreground", "Background", "Orphan"):
+            supported = ["Foreground", "Background", "Orphan", "nil"]
+            error = structural.FieldError(
+                structural.NOT_SUPPORTED,
+                "propagationPolicy",
+                policy,
+                "supported values: " + ", ".join(f'"{v}"' for v in supported),
+            )
+            raise _invalid("DeleteOptions.meta.k8s.io", "DeleteOptions", "meta.k8s.io", "", [error])
+        if res == NAMESPACES:
+            if request and key[2] in IMMORTAL:
+                message = f'namespaces "{key[2]}" is forbidden: this namespace may not be deleted'
+                raise _error(403, "Forbidden", message, key)
+            if not meta.get("deletionTimestamp"):  # Terminating; the namespace controller ends it
+                marked = copy.deepcopy(old)
+                marked["metadata"]["deletionTimestamp"] = _now()
+                marked["status"] = {**(marked.get("status") or {}), "phase": "Terminating"}
+                marked["metadata"]["finalizers"] = _namespace_gc_finalizers(meta, options)
+                if not marked["metadata"]["finalizers"]:
+                    del marked["metadata"]["finalizers"]
+                return self._store(res, marked, "MODIFIED")
+            if (old.get("spec") or {}).get("finalizers"):
+                return old
+        finalizers = _gc_finalizers(res, meta.get("finalizers") or [], options)
+        if not finalizers:
+            self._store(res, old, "DELETED")
+            return old if _path(res) in RETURNS_DELETED else _deleted_status(res, old)
+        marked = copy.deepcopy(old)
+        mark = marked["metadata"]
+        if not mark.get("deletionTimestamp"):
+            mark["deletionTimestamp"] = _now()
+            if mark.get("generation"):
+                mark["generation"] += 1
+        mark["deletionGracePeriodSeconds"] = 0
+        mark["finalizers"] = finalizers
+        if marked == old:  # already marked: nothing changes
             return old
-        meta["deletionTimestamp"] = _now()
-        return self._store(key[0], old, "MODIFIED")
+        return self._store(res, marked, "MODIFIED")
 
     def _serve_crd(self, crd: Obj) -> Obj:
         spec, names = crd["spec"], crd["spec"]["names"]
@@ -585,6 +922,8 @@ class KubeApiEmulator(KubernetesEmulator):
             info.subresources = {"status"} & set(version.get("subresources") or {})
             self.resources[res] = info
             self._columns[res] = version.get("additionalPrinterColumns") or []
+            schema = (version.get("schema") or {}).get("openAPIV3Schema")
+            self._schemas[res] = schema or {"x-kubernetes-preserve-unknown-fields": True}
         if crd.get("status", {}).get("acceptedNames") == names:
             return crd
         # The API server's own controller accepts the names; `kubectl wait` needs Established.
@@ -596,6 +935,205 @@ class KubeApiEmulator(KubernetesEmulator):
         status = {"conditions": conditions, "acceptedNames": names, "storedVersions": stored}
         key = (CRDS, None, crd["metadata"]["name"])
         return self._update(key, "status", lambda _: {"status": status})
+
+    def _has_generation(self, res: resource) -> bool:
+        return _path(res) in GENERATION or res in self._schemas
+
+    # --- admission and validation ---------------------------------------------------------
+
+    def _decode(self, res: resource, obj: Obj, validation: str, verb: str, name: str) -> None:
+        """A custom resource's body as the API server decodes it, in place.
+
+        Fields the CRD's schema does not declare are dropped: with ``fieldValidation=Strict`` the
+        request fails (how depends on the verb), with ``Warn`` (the default) each is a warning.
+        Then nulls of non-nullable fields go, the schema's defaults are filled in, and a float
+        with no fraction becomes an integer (as Go writes it back).
+        """
+        if (schema := self._schemas.get(res)) is None:
+            return
+        kind = self.resources[res].kind
+        if verb == "apply" and (errors := structural.apply_errors(obj, schema)):
+            # Whatever fieldValidation says, structured-merge-diff refuses first: a 500.
+            found = errors[0] if len(errors) == 1 else "\n  ".join(["errors:", *errors])
+            meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+            named = f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"  # as the body says
+            gvk = f"{_gv(res)}, Kind={kind}"
+            message = f"failed to create typed patch object ({named}; {gvk}): {found}"
+            raise KubernetesError(status=500, reason=None, message=message)
+        patched = structural.go_json(obj) if verb == "patch" and validation == "Strict" else ""
+        unknown = structural.prune(obj, schema)
+        if unknown and validation == "Strict":
+            strict = "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
+            if verb == "patch":  # the patched object, as it stood before decoding
+                error = structural.FieldError(structural.INVALID, "patch", patched, strict)
+                raise _invalid("", "", "", "", [error])
+            message = f'{kind} in version "{res.version}" cannot be handled as a {kind}: {strict}'
+            raise _error(400, "BadRequest", message)
+        if validation == "Warn":
+            self._warnings += [f'unknown field "{u}"' for u in unknown]
+        if verb == "apply":  # an apply configuration is merged first, then defaulted
+            return
+        structural.prune_nulls(obj, schema)
+        structural.default(obj, schema)
+        structural.integral_floats_as_ints(obj)
+
+    def _admit_create(self, res: resource, ns: str | None, name: str) -> None:
+        """The NamespaceLifecycle admission plugin: no new content in a missing or dying namespace."""
+        if not ns or not self.resources[res].namespaced:
+            return
+        namespace = self._current((NAMESPACES, None, ns))
+        if namespace is None:
+            raise _error(404, "NotFound", f'namespaces "{ns}" not found', (NAMESPACES, None, ns))
+        if (namespace.get("status") or {}).get("phase") != "Terminating":
+            return
+        what = f'{_what(res)} "{name}"' if name else _what(res)
+        reason = f"unable to create new content in namespace {ns} because it is being terminated"
+        cause = {"reason": "NamespaceTerminating", "field": "metadata.namespace"}
+        cause["message"] = f"namespace {ns} is being terminated"
+        details = _details(name=name, group=res.group, kind=res.plural, causes=[cause])
+        raise KubernetesError(403, "Forbidden", f"{what} is forbidden: {reason}", details)
+
+    def _validate(self, res: resource, new: Obj, old: Obj | None, sub: str | None) -> None:
+        """A custom resource against its CRD's schema (only the status for /status): a 422.
+
+        On an update, errors in what the update leaves as it was do not count (ratcheting).
+        """
+        if not (schema := self._schemas.get(res)):
+            return
+        if sub == "status":
+            status_schema = (schema.get("properties") or {}).get("status")
+            has_status = status_schema is not None and "status" in new
+            errors = (
+                structural.validate(new["status"], status_schema, "status") if has_status else []
+            )
+        else:
+            errors = structural.validate(new, schema)
+        if old is not None:
+            errors = [e for e in errors if not _ratcheted(e, new, old)]
+        if errors:
+            raise self._invalid(res, new["metadata"].get("name") or "", errors)
+
+    def _invalid(self, res: resource, name: str, errors: list[structural.FieldError]) -> Exception:
+        kind = self.resources[res].kind
+        qualified = f"{kind}.{res.group}" if res.group else kind
+        return _invalid(qualified, kind, str(res.group or ""), name, errors)
+
+    # --- controllers: the garbage collector and the namespace controller ------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                self.sweep()
+            except Exception as e:  # a bug in the emulator: kept for the fixture to raise
+                if not self._errors:
+                    raise
+                self._errors[-1].append(e)
+
+    def sweep(self) -> None:
+        """What a cluster's controllers do after writes, until they have nothing left to do.
+
+        The garbage collector deletes what only dangling ownerReferences own (background
+        propagation) and serves the ``orphan`` and ``foregroundDeletion`` finalizers; the
+        namespace controller empties a Terminating namespace, then lets it go. Runs on the
+        emulator's loop every SWEEP_SECONDS, and only after writes.
+        """
+        for _ in range(1000):
+            if self._swept == self._rv:
+                return
+            self._swept = self._rv
+            self._collect_garbage()
+            self._terminate_namespaces()
+
+    def _live(self) -> dict[Key, Obj]:
+        return {key: obj.raw for key, obj in list(self.objects.items()) if not obj.deleted}
+
+    def _owner(self, dependent: Key, ref: Obj) -> Obj | bool | None:
+        """The object an ownerReference names (None: absent); False if its kind is not served."""
+        group, _, version = str(ref.get("apiVersion") or "").rpartition("/")
+        for res, info in self.resources.items():
+            if (res.group or "", res.version) == (group, version) and info.kind == ref.get("kind"):
+                ns = dependent[1] if info.namespaced else None
+                key = (res, ns, str(ref.get("name") or ""))
+                return (
+                    None
+                    if key not in self.objects or self.objects[key].deleted
+                    else (self.objects[key].raw)
+                )
+        return False  # the garbage collector cannot look it up, and leaves the dependent be
+
+    def _collect_garbage(self) -> None:
+        live = self._live()
+        for key, obj in live.items():  # owners whose deletion waits for the collector
+            meta = obj["metadata"]
+            finalizers = meta.get("finalizers") or []
+            if not meta.get("deletionTimestamp") or not {ORPHAN, FOREGROUND} & set(finalizers):
+                continue
+            uid, dependents = meta["uid"], self._dependents(live, key, meta["uid"])
+            if ORPHAN in finalizers:
+                for dependent in dependents:
+                    self._update(dependent, None, lambda o, uid=uid: _without_owner(o, {uid}))
+                self._update(key, None, lambda o: _without_finalizer(o, ORPHAN))
+            elif not any(_blocks(live[d], uid) for d in dependents if self._current(d)):
+                self._update(key, None, lambda o: _without_finalizer(o, FOREGROUND))
+        live = self._live()
+        for key, obj in live.items():
+            meta = obj["metadata"]
+            refs = meta.get("ownerReferences") or []
+            finalizers = meta.get("finalizers") or []
+            if not refs or (meta.get("deletionTimestamp") and FOREGROUND not in finalizers):
+                continue
+            solid, gone = 0, set()
+            waiting = False
+            for ref in refs:
+                owner = self._owner(key, ref)
+                if owner is None or (owner and owner["metadata"]["uid"] != ref.get("uid")):
+                    gone.add(ref.get("uid"))
+                elif (
+                    owner
+                    and owner["metadata"].get("deletionTimestamp")
+                    and FOREGROUND in (owner["metadata"].get("finalizers") or [])
+                ):
+                    gone.add(ref.get("uid"))
+                    waiting = True
+                else:
+                    solid += 1
+            if solid and gone:  # other owners remain: only the references go
+                self._update(key, None, lambda o, gone=gone: _without_owner(o, gone))
+            elif not solid:
+                foreground = FOREGROUND in finalizers or (
+                    waiting and bool(self._dependents(live, key, meta["uid"]))
+                )
+                policy = "Orphan" if ORPHAN in finalizers else "Background"
+                self._delete(key, {"propagationPolicy": "Foreground" if foreground else policy})
+
+    @staticmethod
+    def _dependents(live: dict[Key, Obj], owner: Key, uid: str) -> list[Key]:
+        return [
+            key
+            for key, obj in live.items()
+            if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
+        ]
+
+    def _terminate_namespaces(self) -> None:
+        live = self._live()
+        for ns_key, namespace in live.items():
+            if ns_key[0] != NAMESPACES or not namespace["metadata"].get("deletionTimestamp"):
+                continue
+            inside = [k for k in live if k[1] == ns_key[2] and self.resources[k[0]].namespaced]
+            for key in inside:
+                if not live[key]["metadata"].get("deletionTimestamp"):
+                    self._delete(key, {"propagationPolicy": "Background"})
+            remaining = [(k, self.objects[k].raw) for k in inside if not self.objects[k].deleted]
+            status = namespace.get("status") or {}
+            conditions = _namespace_conditions(status.get("conditions") or [], remaining)
+            if conditions != status.get("conditions"):
+                change = {"status": {"conditions": conditions}}
+                self._update(ns_key, "status", lambda o, c=change: _merge(o, c))  # type: ignore[misc]
+            finalizers = (namespace.get("spec") or {}).get("finalizers") or []
+            if not remaining and NAMESPACE_FINALIZER in finalizers:
+                left = {"spec": {"finalizers": [f for f in finalizers if f != NAMESPACE_FINALIZER]}}
+                self._update(ns_key, "finalize", lambda _, left=left: left)  # type: ignore[misc]
 
     # --- reading: discovery, tables, watches --------------------------------------------------
 
@@ -631,10 +1169,10 @@ class KubeApiEmulator(KubernetesEmulator):
             entries.append(
                 entry | {"shortNames": [*info.shortnames], "categories": [*info.categories]}
             )
-            if "status" in info.subresources:
-                verbs = ["get", "patch", "update"]
+            for sub in sorted(info.subresources):
+                verbs = ["update"] if sub == "finalize" else ["get", "patch", "update"]
                 entries.append(
-                    entry | {"name": f"{res.plural}/status", "singularName": "", "verbs": verbs}
+                    entry | {"name": f"{res.plural}/{sub}", "singularName": "", "verbs": verbs}
                 )
         list_ = {"groupVersion": _gv(served[0]), "resources": entries}
         return {"kind": "APIResourceList", "apiVersion": "v1", **list_}

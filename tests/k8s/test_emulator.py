@@ -20,6 +20,9 @@ import yaml
 from tests.k8s.emulator import fields_match, jsonpath, labels_match
 from tests.k8s.fixtures import KUBECTL, Cluster, run_kubectl
 
+# A schema that keeps whatever spec and status hold; with none, the API server prunes them.
+LOOSE = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+LOOSE_SCHEMA = {"type": "object", "properties": {"spec": LOOSE, "status": LOOSE}}
 CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
@@ -39,7 +42,7 @@ CRD: dict[str, Any] = {
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object"}},
+                "schema": {"openAPIV3Schema": LOOSE_SCHEMA},
                 "additionalPrinterColumns": [
                     {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
                     {
@@ -117,7 +120,8 @@ async def test_create_stamps_metadata(api: Api) -> None:
     second = await api.ok("POST", WIDGETS, widget("w", size=1))
     assert (first["apiVersion"], first["kind"]) == ("v1", "ConfigMap")
     assert first["metadata"]["namespace"] == "default"
-    assert first["metadata"]["generation"] == 1
+    assert "generation" not in first["metadata"]  # a ConfigMap has none; a custom resource has
+    assert second["metadata"]["generation"] == 1
     assert first["metadata"]["uid"] != second["metadata"]["uid"]
     assert first["metadata"]["creationTimestamp"].endswith("Z")
     assert rv(second) > rv(first)
@@ -261,6 +265,9 @@ def test_field_selectors_and_printer_jsonpath() -> None:
 async def test_list_filters_and_describes_itself(api: Api) -> None:
     for name, labels in (("a", {"app": "web"}), ("b", {"app": "db"})):
         await api.ok("POST", CONFIGMAPS, {"metadata": {"name": name, "labels": labels}})
+    status, missing = await api("POST", "/api/v1/namespaces/other/configmaps", {"metadata": {}})
+    assert (status, missing["message"]) == (404, 'namespaces "other" not found')
+    await api.ok("POST", "/api/v1/namespaces", {"metadata": {"name": "other"}})
     await api.ok("POST", "/api/v1/namespaces/other/configmaps", {"metadata": {"name": "c"}})
     listed = await api.ok("GET", "/api/v1/configmaps")
     assert (listed["kind"], listed["apiVersion"]) == ("ConfigMapList", "v1")
@@ -362,12 +369,23 @@ async def test_finalizers_delay_deletion(api: Api) -> None:
     marked = await api.ok("DELETE", f"{WIDGETS}/w")
     assert marked["metadata"]["deletionTimestamp"]
     assert (await api.ok("GET", f"{WIDGETS}/w"))["metadata"]["deletionTimestamp"]
+    # Marked as kube-apiserver marks it: no grace period, the generation bumped (once).
+    assert marked["metadata"]["deletionGracePeriodSeconds"] == 0
+    assert marked["metadata"]["generation"] == created["metadata"]["generation"] + 1
+    assert await api.ok("DELETE", f"{WIDGETS}/w") == marked  # again: nothing changes
     remove = [{"op": "remove", "path": "/metadata/finalizers"}]
     await api.ok("PATCH", f"{WIDGETS}/w", remove, ctype=JSON_PATCH)
     status, _ = await api("GET", f"{WIDGETS}/w")
     assert status == 404
     events = await api.watch(WIDGETS, resourceVersion=str(rv(created)), timeoutSeconds="1")
     assert [t for t, _ in events] == ["MODIFIED", "DELETED"]
+    # Gone at once: a Status for most kinds (custom resources too), the object for a few.
+    await api.ok("POST", WIDGETS, widget("v"))
+    gone = await api.ok("DELETE", f"{WIDGETS}/v")
+    assert (gone["kind"], gone["status"], gone["details"]["name"]) == ("Status", "Success", "v")
+    await api.ok("POST", "/api/v1/namespaces/default/services", {"metadata": {"name": "s"}})
+    service = await api.ok("DELETE", "/api/v1/namespaces/default/services/s")
+    assert (service["kind"], service["metadata"]["name"]) == ("Service", "s")
 
 
 async def test_write_counter(k8s: Cluster, api: Api) -> None:
@@ -538,9 +556,12 @@ def test_the_projects_crds_are_served_and_printed(k8s: Cluster) -> None:
     for path in sorted(CRD_DIR.glob("mlgitops.io_*.yaml")):
         k8s.emulator.add_crd(yaml.safe_load(path.read_text()))
     deployment = {"apiVersion": "mlgitops.io/v1alpha1", "kind": "ModelDeployment"}
-    deployment |= {"metadata": {"name": "fraud"}, "spec": {"champion": {"version": "3"}}}
+    spec = {"model": "fraud.detector", "champion": {"version": "3"}}
+    deployment |= {"metadata": {"name": "fraud"}, "spec": spec}
     k8s.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(deployment))
-    ready = {"conditions": [{"type": "Ready", "status": "True"}], "lastAppliedRevision": "abc"}
+    condition = {"type": "Ready", "status": "True", "reason": "Applied"}
+    condition["lastTransitionTime"] = "2026-01-01T00:00:00Z"
+    ready = {"conditions": [condition], "lastAppliedRevision": "abc"}
     status = json.dumps({"status": ready})
     k8s.kubectl("patch", "md", "fraud", "--subresource=status", "--type=merge", "-p", status)
     header, row = k8s.kubectl("get", "md").stdout.splitlines()  # the short name

@@ -14,6 +14,7 @@ from kopf.testing import KopfRunner
 
 from tests.helpers import wait_for
 from tests.k8s.fixtures import Cluster
+from tests.k8s.test_emulator import LOOSE_SCHEMA
 
 FINALIZER = "example.com/finalizer"
 WIDGETS = ("example.com", "v1", "widgets")
@@ -33,7 +34,7 @@ WIDGET_CRD: dict[str, Any] = {
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object"}},
+                "schema": {"openAPIV3Schema": LOOSE_SCHEMA},
             }
         ],
     },
@@ -144,5 +145,5 @@ def test_operator_lifecycle(k8s: Cluster) -> None:
     assert runner.exception is None
 
     assert seen == [("create", "w1"), ("update", "w1"), ("resume", "w1"), ("delete", "w1")]
-    # No garbage collector: the child outlives its owner here; a real cluster would delete it.
-    assert not k8s.emulator.objects["v1/configmaps", "default", "w1-child"].deleted
+    # The garbage collector deletes the child its owner left behind, as on a real cluster.
+    wait_for("the child collected", lambda: core.list_namespaced_config_map("default").items == [])

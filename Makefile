@@ -41,8 +41,8 @@ demo: setup ## the main job on embedded defaults: a demo workspace, sync, promot
 bench: setup
 	$(PY) bench/sync_scale.py
 
-e2e: setup
-	$(PY) -m pytest -q tests/e2e
+e2e: setup ## the operator scenarios and the emulator's conformance on the cluster in $KUBECONFIG
+	MLGITOPS_CONFORMANCE_KUBECONFIG="$$KUBECONFIG" $(PY) -m pytest -q tests/e2e tests/k8s/test_conformance.py
 
 clean:
 	rm -rf $(VENV) .mlgitops .demo .pytest_cache .mypy_cache .ruff_cache

@@ -496,6 +496,7 @@ def test_invalid_document_is_stalled_with_the_field_named(
 
     cluster.kubectl(
         "apply",
+        "--validate=false",
         "-n",
         NS,
         "-f",

@@ -475,7 +475,13 @@ SCHEMA_REFUSALS = [
         ' "boolean"',
     ),
     (
-        {"monitoring": {"schedule": "@daily", "baseline": "b", "drift": {"threshold": 0}}},
+        {
+            "monitoring": {
+                "schedule": "@daily",
+                "baseline": "prod/f/base",
+                "drift": {"threshold": 0},
+            }
+        },
         "spec.monitoring.drift.threshold",
         "FieldValueInvalid",
         "Invalid value: 0: spec.monitoring.drift.threshold in body should be greater than 0",
@@ -649,7 +655,7 @@ def test_defaults_are_filled_in(api: Target) -> None:
     spec = {
         "serving": {"replicas": None, "traffic": {}},
         "champion": None,
-        "monitoring": {"schedule": "@daily", "baseline": "b", "drift": {}},
+        "monitoring": {"schedule": "@daily", "baseline": "prod/f/base", "drift": {}},
         "promotion": {},
     }
     created = api.ok("POST", deployments, deployment("d", **spec))
@@ -659,7 +665,7 @@ def test_defaults_are_filled_in(api: Target) -> None:
         "champion": None,
         "monitoring": {
             "schedule": "@daily",
-            "baseline": "b",
+            "baseline": "prod/f/base",
             "drift": {"method": "psi", "threshold": 0.2},
         },
         "promotion": {"policy": "manual"},

@@ -95,10 +95,11 @@ def deployment(name: str = "d", **spec: Any) -> dict[str, Any]:
             ' integer,string: "number"',
         ),
         (
-            {"batchInference": {"schedule": "@daily", "input": "", "output": "o"}},
-            "spec.batchInference.input",
+            {"validation": {"data": {"uri": "prod/f/holdout", "target": ""}}},
+            "spec.validation.data.target",
             "FieldValueInvalid",
-            'Invalid value: "": spec.batchInference.input in body should be at least 1 chars long',
+            'Invalid value: "": spec.validation.data.target in body should be at least 1 chars'
+            " long",
         ),
         (
             {"training": {"source": {"repo": "r"}, "command": []}},
@@ -107,7 +108,13 @@ def deployment(name: str = "d", **spec: Any) -> dict[str, Any]:
             "Invalid value: 0: spec.training.command in body should have at least 1 items",
         ),
         (
-            {"monitoring": {"schedule": "@daily", "baseline": "b", "drift": {"threshold": 0}}},
+            {
+                "monitoring": {
+                    "schedule": "@daily",
+                    "baseline": "prod/f/base",
+                    "drift": {"threshold": 0},
+                }
+            },
             "spec.monitoring.drift.threshold",
             "FieldValueInvalid",
             "Invalid value: 0: spec.monitoring.drift.threshold in body should be greater than 0",
@@ -239,7 +246,7 @@ async def test_defaults_and_nulls_as_the_api_server_stores_them(api: Api) -> Non
     spec = {
         "serving": {"replicas": None},  # a non-nullable null with a default: the default
         "champion": None,  # nullable: kept
-        "monitoring": {"schedule": "@daily", "baseline": "b", "drift": {}},
+        "monitoring": {"schedule": "@daily", "baseline": "prod/f/base", "drift": {}},
     }
     created = await api.ok("POST", DEPLOYMENTS, deployment(**spec))
     assert created["spec"] == {
@@ -248,7 +255,7 @@ async def test_defaults_and_nulls_as_the_api_server_stores_them(api: Api) -> Non
         "champion": None,
         "monitoring": {
             "schedule": "@daily",
-            "baseline": "b",
+            "baseline": "prod/f/base",
             "drift": {"method": "psi", "threshold": 0.2},
         },
     }

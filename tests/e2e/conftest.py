@@ -1,6 +1,8 @@
 """The e2e tier: the operator scenarios of tests/integration, on a real cluster from $KUBECONFIG.
 
-Skipped when KUBECONFIG is not set. Any conformant control plane works; the README says how to
+Skipped unless ``$MLGITOPS_E2E_KUBECONFIG`` names a kubeconfig (``make e2e`` passes
+``$KUBECONFIG``): an explicit opt-in, so a ``KUBECONFIG`` exported for other work never sends the
+test suite to that cluster. Any conformant control plane works; the README says how to
 build and start one from Kubernetes' source on one machine (etcd, kube-apiserver and
 kube-controller-manager on loopback: no scheduler or kubelet, so pods never run and the
 scenarios that need a rollout mark the serving Pods Running and Ready themselves).
@@ -27,7 +29,7 @@ import yaml
 from tests.k8s.fixtures import run_kubectl
 
 os.environ.setdefault("MLGITOPS_TEST_NAMESPACE", "ml-prod")
-KUBECONFIG = os.environ.get("KUBECONFIG")
+KUBECONFIG = os.environ.get("MLGITOPS_E2E_KUBECONFIG")
 PROJECT = Path(__file__).resolve().parents[2]
 NS = os.environ["MLGITOPS_TEST_NAMESPACE"]
 RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
@@ -36,7 +38,7 @@ RBAC_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRo
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if KUBECONFIG:
         return
-    skip = pytest.mark.skip(reason="e2e: set KUBECONFIG to a real cluster (see README)")
+    skip = pytest.mark.skip(reason="e2e: run `make e2e` with KUBECONFIG set (see README)")
     for item in items:
         if item.nodeid.startswith("tests/e2e/"):
             item.add_marker(skip)
@@ -90,7 +92,8 @@ def cluster(tmp_path: Path) -> Iterator[RealCluster]:
         "crd/environments.mlgitops.io",
         "--timeout=60s",
     )
-    assert _gone(real, f"namespace/{NS}", 120), f"namespace {NS} still there from a previous run"
+    # Never a namespace someone else has: wait for ours from a previous test to go, else stop.
+    assert _gone(real, f"namespace/{NS}", 120), f"namespace {NS} exists: not ours to use"
     real.kubectl("create", "namespace", NS)
     overlay = real.kubectl("kustomize", str(PROJECT / "manifests/overlays/prod")).stdout
     rbac = [d for d in yaml.safe_load_all(overlay) if d and d["kind"] in RBAC_KINDS]

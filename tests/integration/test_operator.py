@@ -200,24 +200,45 @@ def deployment_yaml(name: str, **spec: Any) -> str:
     return yaml.safe_dump(doc)
 
 
+def start_operator(
+    cluster: Cluster, state_dir: Path, log: Path, *args: str, token: str | None = None
+) -> OperatorProcess:
+    """``mlgitops operator --env prod`` as the operator's ServiceAccount (``token``: the
+    webhook's)."""
+    return OperatorProcess(
+        cluster.kubeconfig_for(OPERATOR),
+        state_dir,
+        log,
+        "--env",
+        "prod",
+        *args,
+        env={"MLGITOPS_WEBHOOK_TOKEN": token} if token else {},
+    )
+
+
+def start_git_operator(
+    cluster: Cluster, state_dir: Path, log: Path, repo: ConfigRepo, token: str
+) -> OperatorProcess:
+    """Syncing ``repo`` on a webhook (the poll is 10 minutes away), resync every 2 s."""
+    args = ["--repo", str(repo.path), "--poll-interval", "600", "--resync-interval", "2"]
+    return start_operator(cluster, state_dir, log, *args, token=token)
+
+
 @pytest.fixture
 def operator(cluster: Cluster, state_dir: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
     cluster.kubectl(
         "apply", "--validate=false", "-n", NS, "-f", "-", input=environment_yaml(state_dir)
     )
-    op = OperatorProcess(
-        cluster.kubeconfig_for(OPERATOR),
+    op = start_operator(
+        cluster,
         state_dir,
         tmp_path / "operator.log",
-        "--env",
-        "prod",
         "--namespace",
         NS,
         # Long: what these tests see corrected is seen through watches, not the safety net.
         "--resync-interval",
         "600",
         "--verbose",
-        env={},
     )
     try:
         yield op
@@ -429,16 +450,7 @@ def test_a_delete_never_waits_for_the_operator(
     doc = yaml.safe_load(old)
     doc["metadata"]["finalizers"] = ["mlgitops.io/finalizer"]  # as versions up to 0.1 held
     cluster.kubectl("apply", "--validate=false", "-n", NS, "-f", "-", input=yaml.safe_dump(doc))
-    op = OperatorProcess(
-        cluster.kubeconfig_for(OPERATOR),
-        state_dir,
-        tmp_path / "operator.log",
-        "--env",
-        "prod",
-        "--namespace",
-        NS,
-        env={},
-    )
+    op = start_operator(cluster, state_dir, tmp_path / "operator.log", "--namespace", NS)
     try:
         wait_for(
             "both applied",
@@ -530,20 +542,7 @@ def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
     repo.write(env_file, environment_yaml(state_dir))
     repo.commit("Use the test registry")
     token = "webhook-secret"
-    op = OperatorProcess(
-        cluster.kubeconfig_for(OPERATOR),
-        state_dir,
-        tmp_path / "operator.log",
-        "--env",
-        "prod",
-        "--repo",
-        str(repo.path),
-        "--poll-interval",
-        "600",
-        "--resync-interval",
-        "2",
-        env={"MLGITOPS_WEBHOOK_TOKEN": token},
-    )
+    op = start_git_operator(cluster, state_dir, tmp_path / "operator.log", repo, token)
     try:
         wait_for(
             "both Ready",

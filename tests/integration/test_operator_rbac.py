@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import PROJECT, ConfigRepo, OperatorProcess, RegistryView, wait_for
+from tests.helpers import PROJECT, ConfigRepo, RegistryView, wait_for
 from tests.integration.test_operator import (
     CHURN,
     FRAUD,
@@ -36,6 +36,7 @@ from tests.integration.test_operator import (
     ready,
     rollouts,
     sign,
+    start_git_operator,
 )
 from tests.k8s.emulator import Access
 from tests.k8s.fixtures import Cluster
@@ -132,20 +133,7 @@ def run_scenario(
     repo.write("environments/prod/environment.yaml", environment_yaml(state_dir))
     repo.commit("Use the test registry")
     token = "webhook-secret"
-    op = OperatorProcess(
-        cluster.kubeconfig_for(OPERATOR),
-        state_dir,
-        tmp_path / "operator.log",
-        "--env",
-        "prod",
-        "--repo",
-        str(repo.path),
-        "--poll-interval",
-        "600",
-        "--resync-interval",
-        "2",
-        env={"MLGITOPS_WEBHOOK_TOKEN": token},
-    )
+    op = start_git_operator(cluster, state_dir, tmp_path / "operator.log", repo, token)
 
     def sync(message: str) -> None:
         repo.commit(message)

@@ -14,19 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from controller.cli.options import (
-    EnvOpt,
-    RepoOpt,
-    RevOpt,
-    StateOpt,
-    error_lines,
-    fail,
-    fmt,
-    out,
-    registry_factory,
-    source_for,
-    state_for,
-)
+from controller.cli import options
+from controller.cli.options import EnvOpt, RepoOpt, RevOpt, StateOpt
 from controller.errors import InvalidInput, Unavailable
 
 
@@ -36,7 +25,7 @@ def _last_change(status: dict[str, Any]) -> str:
         return ""
     h = history[-1]
     when = h["time"][:16].replace("T", " ")
-    return f"{h['alias']} {fmt(h.get('previous'))}->{fmt(h.get('version'))} {when} @{h['revision'][:7]}"
+    return f"{h['alias']} {options.fmt(h.get('previous'))}->{options.fmt(h.get('version'))} {when} @{h['revision'][:7]}"
 
 
 def _serving(status: dict[str, Any]) -> str:
@@ -67,11 +56,11 @@ def status(
     Git access. -o json gives the same as one JSON document for scripts.
     """
     if output not in ("table", "json"):
-        fail([f"--output: must be table or json, got {output!r}"])
-    state = state_for(state_dir)
+        options.fail([f"--output: must be table or json, got {output!r}"])
+    state = options.state_for(state_dir)
     data = state.load_status(env)
     if data is None:
-        fail(
+        options.fail(
             [f"no status for environment {env!r} in {state.root} (run: mlgitops sync --env {env})"]
         )
     from controller.local.cron import read_jobs
@@ -124,14 +113,14 @@ def status(
             _last_change(st),
             _serving(st),
         )
-    out.print(table)
+    options.out.print(table)
     applied = (data.get("lastAppliedRevision") or "")[:7] or "none"
     attempted = (data.get("lastAttemptedRevision") or "")[:7] or "none"
-    out.print(
+    options.out.print(
         f"\nenvironment {env}: applied {applied}, attempted {attempted}, updated {data.get('updated', '?')[:19]}"
     )
     for problem in data.get("problems", []):
-        out.print(f"  rejected: {problem}", markup=False)
+        options.out.print(f"  rejected: {problem}", markup=False)
     if jobs:  # recorded by `mlgitops run`, which runs the batch and monitoring jobs
         runs = Table(box=None, header_style="bold", pad_edge=False)
         for col in ("JOB", "LAST SCHEDULED", "LAST RUN", "RESULT"):
@@ -144,8 +133,8 @@ def status(
             runs.add_row(
                 name, (rec.get("lastScheduleTime") or "-")[:16], last.get("name", "-"), result
             )
-        out.print()
-        out.print(runs)
+        options.out.print()
+        options.out.print(runs)
 
 
 def history(
@@ -163,11 +152,11 @@ def history(
     """
     from controller.engine import load_desired
 
-    state = state_for(state_dir)
-    source = source_for(repo, state)
+    state = options.state_for(state_dir)
+    source = options.source_for(repo, state)
     try:
         _, desired = load_desired(source, env=env, rev=rev)
-        registry = registry_factory(state)(desired.environment.spec.registry.tracking_uri)
+        registry = options.registry_factory(state)(desired.environment.spec.registry.tracking_uri)
         table = Table(box=None, header_style="bold", pad_edge=False)
         for col in ("TIME", "MODEL", "ALIAS", "CHANGE", "REVISION", "REASON"):
             table.add_column(col, overflow="fold")
@@ -181,14 +170,14 @@ def history(
                     e.time[:19].replace("T", " "),
                     d.registered_model,
                     e.alias,
-                    f"{fmt(e.previous)} -> {fmt(e.version)}",
+                    f"{options.fmt(e.previous)} -> {options.fmt(e.version)}",
                     e.revision[:7],
                     e.reason,
                 )
     except (InvalidInput, Unavailable) as exc:
-        fail(error_lines(exc))
+        options.fail(options.error_lines(exc))
     finally:
         source.close()
     if model and not any(d.doc.metadata.name == model for d in desired.deployments):
-        fail([f"--model: no ModelDeployment named {model!r} in environment {env!r}"])
-    out.print(table if shown else "no alias changes recorded")
+        options.fail([f"--model: no ModelDeployment named {model!r} in environment {env!r}"])
+    options.out.print(table if shown else "no alias changes recorded")

@@ -27,7 +27,7 @@ import pandas as pd  # type: ignore[import-untyped]
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from controller.errors import JobError, one_line
-from controller.lake.tables import finish_window, open_dataset, write_window
+from controller.lake.tables import Window, finish_window, open_dataset, write_window
 
 __all__ = ["ADDED_COLUMNS", "BatchResult", "run_batch"]
 
@@ -114,6 +114,7 @@ def run_batch(
     needed = [n for n in (schema.input_names() if schema is not None else []) if isinstance(n, str)]
     log.info("scoring %s with %s (resolved from %s)", input_uri, resolved_uri, model_uri)
     scored_at = now().astimezone(dt.UTC)
+    window = Window(output_uri, "output", "batch_id", batch_id, storage_options)
     rows = 0
     chunk = first
     while chunk is not None:
@@ -141,26 +142,11 @@ def run_batch(
             "scored_at", pa.array([scored_at] * len(out), type=pa.timestamp("us", tz="UTC"))
         )
         # The run's first write replaces an earlier attempt at this batch, atomically.
-        write_window(
-            output_uri,
-            table,
-            what="output",
-            column="batch_id",
-            value=batch_id,
-            replace=rows == 0,
-            storage_options=storage_options,
-        )
+        write_window(window, table, replace=rows == 0)
         rows += len(out)
         chunk = next(chunks, None)
     # An empty input still replaces an earlier attempt at this batch.
-    output_version = finish_window(
-        output_uri,
-        what="output",
-        column="batch_id",
-        value=batch_id,
-        clear=rows == 0,
-        storage_options=storage_options,
-    )
+    output_version = finish_window(window, clear=rows == 0)
     return BatchResult(
         model=name,
         version=version,

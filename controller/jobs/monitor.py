@@ -31,7 +31,7 @@ from scipy import stats  # type: ignore[import-untyped]
 
 from controller.errors import JobError, one_line
 from controller.jobs.batch import ADDED_COLUMNS
-from controller.lake.tables import open_dataset, write_window
+from controller.lake.tables import Window, open_dataset, write_window
 
 __all__ = ["FeatureDrift", "MonitorResult", "ks", "psi", "run_monitor"]
 
@@ -163,14 +163,7 @@ def run_monitor(
             "checked_at": pa.array([checked_at] * len(found), type=pa.timestamp("us", tz="UTC")),
         }
     )
-    write_window(
-        report_uri,
-        report,
-        what="report",
-        column="window",
-        value=window,
-        storage_options=storage_options,
-    )
+    write_window(Window(report_uri, "report", "window", window, storage_options), report)
     history = open_dataset(report_uri, "report", storage_options).to_table().to_pandas()
     result = MonitorResult(
         window=window,

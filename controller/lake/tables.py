@@ -9,6 +9,7 @@ such as ``s3://bucket/lake``) turns it into a Delta table URI. A name that is al
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 from controller.errors import JobError, one_line
 
 __all__ = [
+    "Window",
     "append",
     "finish_window",
     "open_dataset",
@@ -60,57 +62,59 @@ def open_dataset(uri: str, what: str, storage_options: dict[str, str] | None = N
         raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
 
 
-def write_window(
-    uri: str,
-    data: Any,
-    *,
-    what: str,
-    column: str,
-    value: str,
-    replace: bool = True,
-    storage_options: dict[str, str] | None = None,
-) -> None:
-    """Add ``data`` to the Delta table ``uri`` (created when missing), in one commit.
+@dataclass(frozen=True)
+class Window:
+    """The rows of one table that one run writes (a batch id, a monitoring window): written
+    together and, when the run is repeated, replaced together, so a rerun leaves one copy."""
 
-    With ``replace``, the rows whose ``column`` is ``value`` (an earlier attempt at this window)
-    are dropped in the same commit, so a rerun leaves one copy. Raises :class:`JobError` naming
-    the table as ``what``.
+    uri: str
+    what: str  # how errors name the table: "output", "report"
+    column: str  # the column that holds the window's id
+    value: str  # the window's id
+    storage_options: dict[str, str] | None = None
+
+    @property
+    def predicate(self) -> str:
+        return f"{self.column} = {sql_string(self.value)}"
+
+
+def write_window(window: Window, data: Any, *, replace: bool = True) -> None:
+    """Add ``data`` to the window's table (created when missing), in one commit.
+
+    With ``replace``, the window's earlier rows (an earlier attempt at it) are dropped in the
+    same commit. Raises :class:`JobError` naming the table.
     """
+    options = window.storage_options
     try:
-        if replace and DeltaTable.is_deltatable(uri, storage_options):
-            predicate = f"{column} = {sql_string(value)}"
+        if replace and DeltaTable.is_deltatable(window.uri, options):
             write_deltalake(
-                uri, data, mode="overwrite", predicate=predicate, storage_options=storage_options
+                window.uri,
+                data,
+                mode="overwrite",
+                predicate=window.predicate,
+                storage_options=options,
             )
         else:
-            write_deltalake(uri, data, mode="append", storage_options=storage_options)
+            write_deltalake(window.uri, data, mode="append", storage_options=options)
     except (DeltaError, OSError, pa.ArrowInvalid) as exc:
-        raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
+        raise JobError(f"{window.what} table {window.uri}: {one_line(exc)}") from None
 
 
-def finish_window(
-    uri: str,
-    *,
-    what: str,
-    column: str,
-    value: str,
-    clear: bool,
-    storage_options: dict[str, str] | None = None,
-) -> int | None:
-    """The table's version after a window was written; None when there is no table.
+def finish_window(window: Window, *, clear: bool) -> int | None:
+    """The table's version after the window was written; None when there is no table.
 
-    With ``clear`` (the window wrote no rows), an earlier attempt's rows of the window are
+    With ``clear`` (the run wrote no rows), an earlier attempt's rows of the window are
     deleted, so even an empty rerun replaces what came before. Raises :class:`JobError`.
     """
-    if not DeltaTable.is_deltatable(uri, storage_options):
+    if not DeltaTable.is_deltatable(window.uri, window.storage_options):
         return None
     try:
-        table = DeltaTable(uri, storage_options=storage_options)
+        table = DeltaTable(window.uri, storage_options=window.storage_options)
         if clear:
-            table.delete(f"{column} = {sql_string(value)}")
+            table.delete(window.predicate)
         return int(table.version())
     except (DeltaError, OSError) as exc:
-        raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
+        raise JobError(f"{window.what} table {window.uri}: {one_line(exc)}") from None
 
 
 def append(uri: str, data: Any, *, storage_options: dict[str, str] | None = None) -> None:

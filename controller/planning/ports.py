@@ -10,10 +10,11 @@ mocks. Keeping them together shows at a glance everything the controller asks of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
-from controller.planning.types import AliasEvent, Observed
+from controller.planning.types import AliasEvent, Observed, RegisteredVersion, TrainingRun
 
 Obj = dict[str, Any]
 
@@ -58,6 +59,96 @@ class Registry(Protocol):
 
 
 RegistryFor = Callable[[str | None], Registry]
+
+
+class Tracking(Protocol):
+    """MLflow tracking as training needs it: experiments, runs, logged models, registration.
+
+    Implemented by ``controller.registry.MlflowTracking`` over the same two transports as the
+    registry (REST for a tracking server, ``MlflowClient`` for a local store).
+    """
+
+    display: str
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created (with the default artifact location) when
+        missing. Idempotent: two callers racing get the same id."""
+        ...
+
+    def search_runs(self, *, experiment_id: str, tags: Mapping[str, str]) -> list[TrainingRun]:
+        """Every run of the experiment whose tags include all of ``tags``, oldest first."""
+        ...
+
+    def create_run(
+        self, *, experiment_id: str, tags: Mapping[str, str], name: str | None = None
+    ) -> TrainingRun:
+        """A new run (status RUNNING, as MLflow creates it) with ``tags``."""
+        ...
+
+    def get_run(self, run_id: str) -> TrainingRun | None: ...
+    def set_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None: ...
+    def end_run(self, run_id: str, *, status: str) -> None:
+        """Mark the run FINISHED, FAILED or KILLED (with an end time)."""
+        ...
+
+    def logged_models(self, run_id: str) -> list[str]:
+        """``models:/<model_id>`` of every model the run logged (MLflow 3 LoggedModels whose
+        source run is ``run_id``), oldest first."""
+        ...
+
+    def run_versions(self, run_id: str) -> list[RegisteredVersion]:
+        """Every model version, in any registered model, whose run is ``run_id``."""
+        ...
+
+    def register_version(
+        self, *, model: str, source: str, run_id: str, tags: Mapping[str, str]
+    ) -> RegisteredVersion:
+        """A new version of registered model ``model`` (created when missing) from ``source``
+        (a ``models:/<model_id>`` URI), tagged ``tags``."""
+        ...
+
+    def set_version_tags(self, *, model: str, version: str, tags: Mapping[str, str]) -> None: ...
+
+
+TrackingFor = Callable[[str | None], Tracking]
+"""The tracking server of an Environment's ``registry.trackingUri`` (None: the embedded store)."""
+
+
+class CodeSource(Protocol):
+    """The code repository a ModelDeployment trains from (``controller.sources.CodeRepo``).
+
+    A local path is read in place (its object database, never its working tree); a URL is
+    mirrored under the state directory and fetched incrementally, credentials redacted.
+    """
+
+    display: str
+
+    def fetch(self) -> None:
+        """Bring the mirror up to date (a no-op for a local path). Raises SourceUnavailable."""
+        ...
+
+    def head(self, branch: str) -> Commit:
+        """The head of ``branch``. InvalidInput (naming ``training.source.branch``) when the
+        branch does not exist; SourceUnavailable when the repository cannot be read."""
+        ...
+
+    def commits(self, base: str | None, head: str) -> list[Commit]:
+        """The commits after ``base`` up to ``head`` (first parent), oldest first; every commit
+        reachable from ``head`` when ``base`` is None."""
+        ...
+
+    def changed(self, base: str | None, head: str) -> list[str]:
+        """Paths that differ between ``base`` and ``head`` (every path at ``head`` when None)."""
+        ...
+
+    def checkout(self, sha: str, path: Path) -> None:
+        """A clean checkout of ``sha`` at ``path`` (a detached git worktree)."""
+        ...
+
+    def remove_checkout(self, path: Path) -> None: ...
+    def close(self) -> None: ...
+
+
 """The registry of an Environment's ``registry.trackingUri`` (None: the embedded store)."""
 
 

@@ -95,3 +95,43 @@ class AliasEvent:
     revision: str
     reason: str
     time: str
+
+
+# --- training -------------------------------------------------------------------------------------
+
+RUN_STATES = ("SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED")  # MLflow's run statuses
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run as the tracking server keeps it: an MLflow run tagged ``mlgitops.*``.
+
+    The MLflow run is created by the controller before anything starts, and searched for by its
+    (trigger, key) first, so it is the record that makes a run happen exactly once.
+    """
+
+    run_id: str
+    experiment_id: str
+    status: str  # one of RUN_STATES
+    tags: Mapping[str, str] = field(default_factory=dict)
+    start_time: int | None = None  # ms since the epoch
+    end_time: int | None = None
+
+    @property
+    def trigger(self) -> str | None:
+        return self.tags.get("mlgitops.trigger")
+
+    @property
+    def key(self) -> str | None:
+        return self.tags.get("mlgitops.trigger_key")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version registered from a run (``name`` is the full registered model name)."""
+
+    name: str
+    version: str
+    run_id: str | None = None
+    source: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)

@@ -163,11 +163,47 @@ class TrainingSource(Model):
     paths: list[str] = Field(default_factory=lambda: ["**"])
 
 
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def _duration(value: Any) -> Any:
+    # Seconds as an integer, or "2h", "90m", "1h30m", "45s".
+    if isinstance(value, bool):
+        raise ValueError('must be a duration such as "2h", "30m" or a number of seconds')
+    if isinstance(value, int):
+        return value
+    match = _DURATION.match(value) if isinstance(value, str) and value else None
+    if match is None or not any(match.groups()):
+        raise ValueError(f'must be a duration such as "2h", "30m" or "90s", got {value!r}')
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(_duration),
+    Field(gt=0),
+    WithJsonSchema(
+        {"type": ["integer", "string"], "minimum": 1, "pattern": "^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"}
+    ),
+]
+
+
 class TrainingSpec(Model):
     source: TrainingSource
     command: list[str] = Field(min_length=1)
-    image: str | None = None
-    schedule: Schedule | None = None
+    image: str | None = Field(
+        default=None,
+        description="Image of the training Job (Kubernetes); {commit} is replaced by the code "
+        "commit. Omitted: the operator's image.",
+    )
+    schedule: Schedule | None = Field(
+        default=None, description="Also train the branch head at each slot of this cron."
+    )
+    timeout: Duration = Field(default=7200, description="A run still going after this is ended.")
+    retries: int = Field(
+        default=2, ge=0, le=10, description="Attempts after a failed one, with backoff."
+    )
 
 
 class DataSpec(Model):

@@ -20,7 +20,7 @@ class StatusModel(BaseModel):
 
 
 class Condition(StatusModel):
-    type: Literal["Ready", "Reconciling", "Stalled"]
+    type: Literal["Ready", "Reconciling", "Stalled", "Training"]
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
     message: str = ""
@@ -69,6 +69,36 @@ class InventoryEntry(StatusModel):
     name: str
 
 
+class TrainingRunStatus(StatusModel):
+    """One training run as status shows it (the MLflow run is the record)."""
+
+    run_id: str
+    trigger: str
+    key: str
+    attempt: int = 1
+    code_commit: str | None = None
+    state: Literal["Running", "Succeeded", "Failed"]
+    started: str | None = None
+    finished: str | None = None
+    version: str | None = Field(default=None, description="The model version it produced.")
+    reason: str | None = None
+    log: str | None = Field(default=None, description="Where its output is kept.")
+
+
+class TrainingStatus(StatusModel):
+    """Training from code: what was trained last, what runs now, what came of the last run."""
+
+    last_trained_commit: str | None = None
+    in_flight: TrainingRunStatus | None = None
+    last_run: TrainingRunStatus | None = None
+    skipped: list[str] = Field(
+        default_factory=list, description="Commits superseded before a run started (newest 10)."
+    )
+    problem: str | None = Field(
+        default=None, description="Why training cannot proceed (an unreachable repository, ...)."
+    )
+
+
 class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -79,6 +109,7 @@ class ModelDeploymentStatus(StatusModel):
     challenger: VersionStatus | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     serving: ServingStatus | None = None
+    training: TrainingStatus | None = None
     inventory: list[InventoryEntry] = Field(default_factory=list)
 
     def condition(self, type_: str) -> Condition | None:

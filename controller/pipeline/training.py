@@ -34,8 +34,6 @@ from controller.api.documents import TrainingSpec
 from controller.planning.types import TrainingRun
 
 TRIGGERS = ("commit", "schedule", "retrain", "manual")
-IN_FLIGHT = ("SCHEDULED", "RUNNING")
-FAILED = ("FAILED", "KILLED")
 BACKOFF_SECONDS = 30.0  # the first retry's delay; doubles with each attempt
 BACKOFF_MAX_SECONDS = 600.0
 
@@ -51,6 +49,15 @@ TAG_BRANCH = "mlgitops.branch"
 TAG_SKIPPED = "mlgitops.skipped_commits"
 TAG_REASON = "mlgitops.reason"
 TAG_VERSION = "mlgitops.version"
+TAG_STARTED = "mlgitops.started"  # set once the runner started it: a run without it never ran
+# The controller's verdict, set when it finishes a run: "succeeded" (a version was adopted) or
+# "failed". A run without it is in flight, whatever MLflow's own status says (a script that
+# exits normally leaves its run FINISHED before the controller has adopted its model).
+TAG_OUTCOME = "mlgitops.outcome"
+
+
+def outcome(run: TrainingRun) -> str | None:
+    return run.tags.get(TAG_OUTCOME)
 
 
 def touches(paths: Iterable[str], globs: Sequence[str]) -> bool:
@@ -158,7 +165,7 @@ def _keys(runs: Sequence[TrainingRun]) -> dict[tuple[str, str], list[TrainingRun
 def plan(spec: TrainingSpec, seen: Observed) -> Plan:
     """The one run to start now, if any. Pure: same observations, same plan."""
     last = last_trained_commit(seen.runs)
-    in_flight = next((r for r in reversed(seen.runs) if r.status in IN_FLIGHT), None)
+    in_flight = next((r for r in reversed(seen.runs) if outcome(r) is None), None)
     if in_flight is not None:
         return Plan(None, f"run {in_flight.run_id} is in flight", in_flight, last)
     by_key = _keys(seen.runs)
@@ -168,9 +175,10 @@ def plan(spec: TrainingSpec, seen: Observed) -> Plan:
     if seen.runs:
         newest = seen.runs[-1]
         superseded = newest.trigger == "commit" and head is not None and newest.key != head
-        if newest.status in FAILED and newest.trigger and newest.key and not superseded:
+        failed = outcome(newest) == "failed"
+        if failed and newest.trigger and newest.key and not superseded:
             tries = max(attempt(r) for r in by_key[(newest.trigger, newest.key)])
-            done = any(r.status == "FINISHED" for r in by_key[(newest.trigger, newest.key)])
+            done = any(outcome(r) == "succeeded" for r in by_key[(newest.trigger, newest.key)])
             if not done and tries < 1 + spec.retries:
                 ended = _ended(newest)
                 due = ended + dt.timedelta(seconds=backoff(tries)) if ended else seen.now

@@ -11,8 +11,9 @@ mocks. Keeping them together shows at a glance everything the controller asks of
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from controller.planning.types import AliasEvent, Observed, RegisteredVersion, TrainingRun
 
@@ -112,6 +113,36 @@ class Tracking(Protocol):
 
 TrackingFor = Callable[[str | None], Tracking]
 """The tracking server of an Environment's ``registry.trackingUri`` (None: the embedded store)."""
+
+
+@dataclass(frozen=True)
+class RunnerState:
+    """What a runtime knows of one training run's process or Job."""
+
+    state: Literal["running", "succeeded", "failed", "absent"]  # absent: never started here
+    reason: str | None = None  # why it failed (exit code, timeout, ...)
+    log: str | None = None  # where its output is (a file, or the pod)
+
+
+class Runner(Protocol):
+    """Where training runs execute: a local process (``local.training``) or a Kubernetes Job."""
+
+    def state(self, run: TrainingRun) -> RunnerState: ...
+    def start(
+        self,
+        run: TrainingRun,
+        *,
+        commit: str,
+        command: list[str],
+        env: Mapping[str, str],
+        timeout: float,
+    ) -> str:
+        """Start the run's script at ``commit``; returns where its log is kept."""
+        ...
+
+    def cleanup(self, run: TrainingRun) -> None:
+        """Release what the run held (a checkout); its log stays."""
+        ...
 
 
 class CodeSource(Protocol):

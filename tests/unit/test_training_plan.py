@@ -11,6 +11,7 @@ from controller.pipeline.training import (
     TAG_ATTEMPT,
     TAG_COMMIT,
     TAG_KEY,
+    TAG_OUTCOME,
     TAG_TRIGGER,
     Observed,
     RunRequest,
@@ -40,6 +41,9 @@ def run(
 ) -> TrainingRun:
     tags = {TAG_TRIGGER: trigger, TAG_KEY: key, TAG_ATTEMPT: str(attempt)}
     tags[TAG_COMMIT] = commit or (key if trigger == "commit" else "c0")
+    verdict = {"FINISHED": "succeeded", "FAILED": "failed", "KILLED": "failed"}.get(status)
+    if verdict:
+        tags[TAG_OUTCOME] = verdict
     stamp = int((ended or NOW - dt.timedelta(hours=1)).timestamp() * 1000)
     return TrainingRun(f"run-{key}-{attempt}", "1", status, tags, stamp, stamp)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from controller.api.documents import ModelDeployment
 from controller.api.loader import DesiredState, load_environment
-from controller.api.status import ModelDeploymentStatus, ServingStatus
+from controller.api.status import ModelDeploymentStatus, ServingStatus, TrainingStatus
 from controller.errors import InvalidInput, MlgitopsError, Problem, Unavailable
 from controller.planning import AliasChange, Observed, Plan, plan, versions_to_inspect
 from controller.planning.ports import Commit, Registry, RegistryFor, Source, Store
@@ -61,6 +61,7 @@ class SyncResult:
     applied: list[AliasChange] = field(default_factory=list)
     observed: Observed | None = None
     serving: dict[str, ServingStatus] = field(default_factory=dict)
+    training: dict[str, TrainingStatus] = field(default_factory=dict)
     error: MlgitopsError | None = None
     status: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +101,7 @@ def reconcile(
     dry_run: bool = False,
     now: Callable[[], str] = now_iso,
     serve: Callable[[DesiredState], Mapping[str, ServingStatus]] | None = None,
+    train: Callable[[DesiredState], Mapping[str, TrainingStatus]] | None = None,
 ) -> SyncResult:
     """One pass over environment ``env``. Never raises for domain errors: see ``result.error``.
 
@@ -134,6 +136,8 @@ def reconcile(
             result.applied.append(change)
         if serve is not None:
             result.serving = dict(serve(result.desired))
+        if train is not None:
+            result.training = dict(train(result.desired))
     except (InvalidInput, Unavailable) as exc:
         result.error = exc
         if dry_run:
@@ -194,6 +198,7 @@ def _applied_records(
             changes=[c for c in result.applied if c.deployment == name],
             generation=generation,
             serving=result.serving.get(name),
+            training=result.training.get(name),
             now=stamp,
         )
         out[name] = {"generation": generation, "specHash": spec_hash, "status": dump(status)}

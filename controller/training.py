@@ -122,6 +122,7 @@ def training_pass(
 
     logs: dict[str, str | None] = {}
     finished: list[TrainingRun] = []
+    unstarted: list[TrainingRun] = []
     for run in runs:
         if training.outcome(run) is not None:
             finished.append(run)
@@ -132,10 +133,22 @@ def training_pass(
             finished.append(run)
             continue
         if state.state == "absent" and TAG_STARTED not in run.tags:
-            # Created, never started (the controller stopped in between): start it now.
+            # Created, never started: the controller stopped in between, or `mlgitops train`
+            # queued it. Started below, one at a time, never as a second run.
+            unstarted.append(run)
+            continue
+        if state.state == "succeeded" or (state.state == "absent" and run.status == "FINISHED"):
+            finished.append(_adopt(run, environment, registered_model, tracking, events))
+        else:
+            reason = state.reason or "interrupted: the run's process or Job is gone"
+            finished.append(_fail(run, reason, tracking, events))
+        runner.cleanup(run)
+    if unstarted:
+        if not any(training.outcome(r) is None for r in finished):
+            first = unstarted.pop(0)
             finished.append(
                 _start(
-                    run,
+                    first,
                     spec,
                     runner,
                     tracking_uri,
@@ -147,13 +160,7 @@ def training_pass(
                     logs,
                 )
             )
-            continue
-        if state.state == "succeeded" or (state.state == "absent" and run.status == "FINISHED"):
-            finished.append(_adopt(run, environment, registered_model, tracking, events))
-        else:
-            reason = state.reason or "interrupted: the run's process or Job is gone"
-            finished.append(_fail(run, reason, tracking, events))
-        runner.cleanup(run)
+        finished.extend(unstarted)  # still waiting: in flight for the planner, so nothing new
 
     head: str | None = None
     changed: tuple[str, ...] | None = None

@@ -20,6 +20,17 @@ def start(
     args: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``mlgitops <args>`` with ``env`` added to this process's environment."""
+    return start_command([sys.executable, "-m", "controller", *args], log=log, env=env)
+
+
+def start_command(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as the module docstring says (a training script, say, in its checkout)."""
     environ = {
         **os.environ,
         **(env or {}),
@@ -27,8 +38,9 @@ def start(
     }
     with open(log, "ab") as out:  # the child keeps its own handle
         return subprocess.Popen(
-            [sys.executable, "-m", "controller", *args],
+            list(argv),
             env=environ,
+            cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -39,6 +39,7 @@ from controller.api.status import (
     ModelDeploymentStatus,
     ServingStatus,
     StatusModel,
+    TrainingStatus,
     VersionStatus,
 )
 from controller.errors import InvalidInput, MlgitopsError
@@ -58,6 +59,7 @@ class Outcome:
     message: str
     stalled: bool = False
     progressing: str | None = None  # set while applied state is still rolling out
+    training: str | None = None  # set while a training run is in flight
 
 
 def conditions(
@@ -82,6 +84,8 @@ def conditions(
         wanted.append(("Reconciling", "True", "Progressing", outcome.progressing))
     if outcome.stalled:
         wanted.append(("Stalled", "True", outcome.reason, outcome.message))
+    if outcome.training:
+        wanted.append(("Training", "True", "RunInFlight", outcome.training))
     out = []
     for type_, status, reason, message in wanted:
         old = previous.condition(type_) if previous else None
@@ -113,6 +117,7 @@ def summarize(
     events: Iterable[HistoryEntry] = (),
     serving: ServingStatus | None = None,
     inventory: list[InventoryEntry] | None = None,
+    training: TrainingStatus | None = None,
 ) -> ModelDeploymentStatus:
     """One ModelDeployment's status after a pass: the last good state stays when nothing applied.
 
@@ -135,6 +140,7 @@ def summarize(
         challenger=challenger if applied else (previous.challenger if previous else None),
         history=history,
         serving=serving if applied else (previous.serving if previous else None),
+        training=training or (previous.training if previous else None),
         inventory=(
             inventory
             if applied and inventory is not None
@@ -231,6 +237,7 @@ def applied_status(
     serving: ServingStatus | None = None,
     inventory: list[InventoryEntry] | None = None,
     detail: str | None = None,
+    training: TrainingStatus | None = None,
 ) -> ModelDeploymentStatus:
     """The status of a ModelDeployment whose revision was applied.
 
@@ -251,6 +258,7 @@ def applied_status(
             reason="Reconciled",
             message=message,
             progressing=progressing(serving),
+            training=training_message(training),
         ),
         generation=generation,
         now=now,
@@ -270,7 +278,17 @@ def applied_status(
         events=history_entries(changes, revision=revision, reason=reason, now=now),
         serving=serving,
         inventory=inventory,
+        training=training,
     )
+
+
+def training_message(training: TrainingStatus | None) -> str | None:
+    """The Training condition's message while a run is in flight, else None."""
+    run = training.in_flight if training else None
+    if run is None:
+        return None
+    commit = f" at {run.code_commit[:12]}" if run.code_commit else ""
+    return f"run {run.run_id} ({run.trigger} {run.key}, attempt {run.attempt}){commit}"
 
 
 def error_reason(error: MlgitopsError, *, invalid: str = "InvalidRevision") -> str:

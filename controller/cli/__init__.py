@@ -3,6 +3,7 @@
 - ``config``: ``validate``, ``diff``, ``sync`` (an environment folder checked, compared, applied)
 - ``inspect``: ``status``, ``history``
 - ``run``: the embedded runtime; ``operator``: the Kubernetes operator
+- ``training``: ``train``, ``runs`` (training runs by hand, and their record)
 - ``jobs``: ``batch``, ``monitor`` (what the CronJobs run); ``serve``: the model server
 - ``options``: the options, output and failure path they share
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import typer
 
-from controller.cli import config, inspect, jobs, operator, run, serve
+from controller.cli import config, inspect, jobs, operator, run, serve, training
 
 app = typer.Typer(
     name="mlgitops",
@@ -35,6 +36,8 @@ for command in (
     inspect.status,
     inspect.history,
     run.run,
+    training.train,
+    training.runs,
     operator.operator,
     jobs.batch,
     jobs.monitor,

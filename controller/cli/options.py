@@ -9,6 +9,7 @@ place that prints such lines and exits.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -16,8 +17,8 @@ import typer
 from rich.console import Console
 
 from controller.errors import InvalidInput, MlgitopsError
-from controller.planning.ports import Registry, RegistryFor
-from controller.sources import GitSource
+from controller.planning.ports import CodeSource, Registry, RegistryFor, Tracking, TrackingFor
+from controller.sources import CodeRepo, GitSource
 from controller.state import StateDir, resolve_state_dir
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -110,6 +111,27 @@ def registry_factory(state: StateDir) -> RegistryFor:
         from controller.registry import MlflowRegistry, embedded_tracking_uri  # slow import
 
         return MlflowRegistry(tracking_uri or embedded_tracking_uri(state.root))
+
+    return factory
+
+
+def tracking_factory(state: StateDir) -> TrackingFor:
+    def factory(tracking_uri: str | None) -> Tracking:
+        from controller.registry import MlflowTracking, embedded_tracking_uri  # slow import
+
+        return MlflowTracking(tracking_uri or embedded_tracking_uri(state.root))
+
+    return factory
+
+
+def code_factory(state: StateDir) -> Callable[[str], CodeSource]:
+    """Code repositories by URL or path, one handle each, mirrored under the state directory."""
+    repos: dict[str, CodeSource] = {}
+
+    def factory(repo: str) -> CodeSource:
+        if repo not in repos:
+            repos[repo] = CodeRepo(repo, cache_dir=state.git_cache)
+        return repos[repo]
 
     return factory
 

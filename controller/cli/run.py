@@ -12,6 +12,7 @@ from controller.cli.options import (
     EnvOpt,
     RepoOpt,
     StateOpt,
+    code_factory,
     err,
     error_lines,
     fail,
@@ -19,6 +20,7 @@ from controller.cli.options import (
     registry_factory,
     source_for,
     state_for,
+    tracking_factory,
 )
 from controller.errors import Busy, MlgitopsError
 
@@ -60,6 +62,8 @@ def run(
             source=source,
             state=state,
             registry_for=registry_factory(state),
+            tracking_for=tracking_factory(state),
+            code_for=code_factory(state),
             interval=interval,
             stop=stop,
             say=lambda line: out.print(line, markup=False),

@@ -1,10 +1,11 @@
 """The embedded runtime's loop: ``mlgitops run`` keeps one machine in sync with Git.
 
 Each pass is the engine's environment pass (``controller.engine.reconcile``), the same one
-``mlgitops sync`` runs once, with the local runtime's serving step plugged in: model servers
-(``servers.LocalRuntime``) and the batch and monitoring jobs on their schedules
-(``cron.LocalCron``). Between passes it supervises the servers and ticks the clock once a second,
-so a crashed server or a due job does not wait for the next Git poll. The loop holds the
+``mlgitops sync`` runs once, with the local runtime's steps plugged in: model servers
+(``servers.LocalRuntime``), the batch and monitoring jobs on their schedules
+(``cron.LocalCron``), and training from code (``training.LocalTraining``). Between passes it
+supervises the servers and ticks the clock once a second, so a crashed server or a due job does
+not wait for the next Git poll. The loop holds the
 environment's lock for its whole life, so a second ``mlgitops run`` or ``sync`` of the same
 environment is refused rather than racing it, and it stops everything it started on the way out.
 """
@@ -21,7 +22,8 @@ from controller.engine import SyncResult, load_desired, reconcile
 from controller.errors import MlgitopsError
 from controller.local.cron import LocalCron
 from controller.local.servers import LocalRuntime
-from controller.planning.ports import RegistryFor, Source
+from controller.local.training import LocalTraining
+from controller.planning.ports import CodeSource, RegistryFor, Source, TrackingFor
 from controller.state import StateDir
 
 TICK_SECONDS = 1.0
@@ -33,6 +35,8 @@ def run(
     source: Source,
     state: StateDir,
     registry_for: RegistryFor,
+    tracking_for: TrackingFor,
+    code_for: Callable[[str], CodeSource],
     interval: float,
     stop: threading.Event,
     say: Callable[[str], None],
@@ -57,6 +61,16 @@ def run(
         on_event=lambda line: say(f"{env}: {line}"),
     )
 
+    trainer = LocalTraining(
+        env=env,
+        state_root=state.root,
+        tracking_uri=uri,
+        tracking=tracking_for(first.environment.spec.registry.tracking_uri),
+        code_for=code_for,
+        data_root=first.environment.spec.data_root or str(state.tables),
+        on_event=lambda e: say(f"{env}: {e.reason}: {e.message}"),
+    )
+
     def apply(desired: DesiredState) -> Mapping[str, ServingStatus]:
         cron.apply(desired)  # the batch and monitoring CronJobs, on this machine's clock
         return runtime.apply(desired)
@@ -67,7 +81,12 @@ def run(
             last: str | None = None
             while not stop.is_set():
                 result = reconcile(
-                    env=env, source=source, registry_for=registry_for, store=state, serve=apply
+                    env=env,
+                    source=source,
+                    registry_for=registry_for,
+                    store=state,
+                    serve=apply,
+                    train=trainer.apply,
                 )
                 source.close()  # the next pass sees new commits (and fetches a remote)
                 if result.error is not None:

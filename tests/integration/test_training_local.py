@@ -1,0 +1,285 @@
+"""Training from code on one machine: real Git commits, real training scripts, real MLflow.
+
+The code repository is a copy of ``examples/fraud_project`` with a ``release`` branch; the
+config repository's prod fraud-detector trains from it. Most tests drive ``LocalTraining`` (the
+pass ``mlgitops run`` makes) in this process with an injected clock, waiting for the real
+training subprocess between passes; one runs ``mlgitops run`` itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.api.loader import DesiredState
+from controller.api.status import TrainingStatus
+from controller.engine import load_desired
+from controller.local.training import LocalTraining
+from controller.pipeline.training import TAG_COMMIT, TAG_KEY, TAG_SKIPPED, TAG_TRIGGER
+from controller.planning.types import TrainingRun
+from controller.registry import MlflowTracking
+from controller.sources import CodeRepo, GitSource
+from controller.training import Event, experiment_name
+from tests.helpers import PROJECT, ConfigRepo, RegistryView, git, wait_for
+
+FRAUD = "prod.fraud.fraud_detector"
+FRAUD_FILE = "environments/prod/fraud-detector.yaml"
+NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+
+
+class CodeRepoDir:
+    """The example training project as a Git repository with a release branch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        shutil.copytree(PROJECT / "examples/fraud_project", path)
+        git(path, "init", "-q", "-b", "release")
+        self.commit("The fraud detector's training code")
+
+    def write(self, rel: str, text: str) -> None:
+        (self.path / rel).write_text(text)
+
+    def commit(self, message: str) -> str:
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.path, "rev-parse", "HEAD")
+
+
+def train_from(repo: ConfigRepo, code: Path, **training: Any) -> None:
+    doc = yaml.safe_load(repo.read(FRAUD_FILE))
+    doc["spec"]["training"] = {
+        "source": {"repo": str(code), "branch": "release", "paths": ["train.py", "params.json"]},
+        "command": ["python", "train.py"],
+        **training,
+    }
+    repo.write(FRAUD_FILE, yaml.safe_dump(doc, sort_keys=False))
+    repo.commit("Train the fraud detector from its code")
+
+
+class Harness:
+    """LocalTraining against the test's state directory, with a clock the test moves."""
+
+    def __init__(self, repo: ConfigRepo, state_dir: Path, clock: list[dt.datetime]) -> None:
+        self.repo, self.state_dir, self.clock = repo, state_dir, clock
+        self.uri = f"sqlite:///{state_dir / 'mlflow.db'}"
+        self.tracking = MlflowTracking(self.uri)
+        self.events: list[Event] = []
+        self.training = self.fresh()
+
+    def fresh(self) -> LocalTraining:
+        """A new controller (as after a restart): nothing carried over in memory."""
+        return LocalTraining(
+            env="prod",
+            state_root=self.state_dir,
+            tracking_uri=self.uri,
+            tracking=self.tracking,
+            code_for=lambda url: CodeRepo(url, cache_dir=self.state_dir / "git"),
+            data_root=str(self.state_dir / "tables"),
+            on_event=self.events.append,
+            clock=lambda: self.clock[0],
+        )
+
+    def desired(self) -> DesiredState:
+        source = GitSource(str(self.repo.path), cache_dir=self.state_dir / "git")
+        try:
+            return load_desired(source, env="prod", rev=None)[1]
+        finally:
+            source.close()
+
+    def apply(self) -> TrainingStatus:
+        return self.training.apply(self.desired())["fraud-detector"]
+
+    def settle(self, timeout: float = 120) -> TrainingStatus:
+        """Passes until no run is in flight (the scripts really run meanwhile)."""
+        return wait_for(
+            "no run in flight", lambda: (s := self.apply()).in_flight is None and s, timeout
+        )
+
+    def runs(self) -> list[TrainingRun]:
+        experiment = self.tracking.experiment_id(experiment_name("prod", "fraud-detector"))
+        return self.tracking.search_runs(
+            experiment_id=experiment, tags={"mlgitops.model_deployment": "fraud-detector"}
+        )
+
+
+@pytest.fixture
+def code(tmp_path: Path) -> CodeRepoDir:
+    return CodeRepoDir(tmp_path / "fraud-code")
+
+
+@pytest.fixture
+def harness(repo: ConfigRepo, state_dir: Path, code: CodeRepoDir) -> Harness:
+    train_from(repo, code.path, retries=1)
+    return Harness(repo, state_dir, [NOW])
+
+
+def test_a_commit_trains_once_and_the_version_is_pending(
+    harness: Harness, code: CodeRepoDir, registry: RegistryView
+) -> None:
+    first = harness.apply()
+    assert first.in_flight is not None
+    assert first.in_flight.trigger == "commit"
+    status = harness.settle()
+    assert status.last_run is not None
+    assert status.last_run.state == "Succeeded", status.last_run
+    version = status.last_run.version
+    assert version == "4"  # the seeded store holds 1..3
+    tags = registry.tags(FRAUD, version)
+    head = git(code.path, "rev-parse", "HEAD")
+    assert tags["model_validation_status"] == "PENDING"
+    assert (tags[TAG_TRIGGER], tags[TAG_KEY], tags[TAG_COMMIT]) == ("commit", head, head)
+    assert tags["mlgitops.run_id"] == status.last_run.run_id
+    [run] = harness.runs()
+    assert run.tags[TAG_COMMIT] == head
+    assert run.tags["mlgitops.environment"] == "prod"
+    assert status.last_trained_commit == head
+    # Passes over the same head start nothing more.
+    harness.apply()
+    assert len(harness.runs()) == 1
+
+    # A commit that touches no training path starts nothing.
+    code.write("README.md", "Docs only.\n")
+    code.commit("Docs")
+    assert harness.apply().in_flight is None
+    assert len(harness.runs()) == 1
+
+    # Three quick commits: one run, for the newest; the two it superseded are recorded.
+    shas = []
+    for c in (0.5, 0.25, 0.1):
+        code.write("params.json", f'{{"C": {c}}}\n')
+        shas.append(code.commit(f"C={c}"))
+    status = harness.settle()
+    runs = harness.runs()
+    assert len(runs) == 2
+    assert runs[-1].tags[TAG_KEY] == shas[-1]
+    assert set(runs[-1].tags[TAG_SKIPPED].split(",")) >= set(shas[:2])
+    assert status.last_run is not None
+    assert status.last_run.version == "5"
+
+
+def test_a_failing_script_fails_and_is_retried_up_to_the_cap(
+    harness: Harness, code: CodeRepoDir, repo: ConfigRepo
+) -> None:
+    code.write("train.py", "import sys\nprint('bad data')\nsys.exit(3)\n")
+    code.commit("A broken training script")
+    status = harness.settle()
+    assert status.last_run is not None
+    assert status.last_run.state == "Failed"
+    assert status.last_run.reason == "the script exited with code 3"
+    assert any(e.reason == "TrainingFailed" for e in harness.events)
+    assert status.last_run.log is not None
+    assert "bad data" in Path(status.last_run.log).read_text()
+    # Before the backoff nothing starts; after it, attempt 2 (retries: 1), then never again.
+    assert harness.apply().in_flight is None
+    harness.clock[0] = NOW + dt.timedelta(hours=1)
+    retried = harness.apply()
+    assert retried.in_flight is not None
+    assert retried.in_flight.attempt == 2
+    harness.settle()
+    harness.clock[0] = NOW + dt.timedelta(hours=2)
+    assert harness.apply().in_flight is None
+    attempts = [(r.tags["mlgitops.attempt"], r.tags["mlgitops.outcome"]) for r in harness.runs()]
+    assert attempts == [("1", "failed"), ("2", "failed")]
+
+
+def test_a_command_that_does_not_exist_is_named(
+    repo: ConfigRepo, state_dir: Path, code: CodeRepoDir
+) -> None:
+    train_from(repo, code.path, retries=0, command=["no-such-trainer", "--fast"])
+    harness = Harness(repo, state_dir, [NOW])
+    status = harness.settle()
+    assert status.last_run is not None
+    assert status.last_run.reason == "command not found: no-such-trainer (training.command)"
+
+
+def test_a_hanging_script_is_ended_at_the_timeout(
+    repo: ConfigRepo, state_dir: Path, code: CodeRepoDir
+) -> None:
+    code.write("train.py", "import time\ntime.sleep(600)\n")
+    code.commit("A script that hangs")
+    train_from(repo, code.path, retries=0, timeout="2s")
+    harness = Harness(repo, state_dir, [NOW])
+    status = harness.settle(timeout=60)
+    assert status.last_run is not None
+    assert status.last_run.reason == "timed out after 2 s (training.timeout)"
+
+
+def test_a_restarted_controller_never_starts_a_second_run(
+    harness: Harness, code: CodeRepoDir, state_dir: Path
+) -> None:
+    code.write("train.py", "import time\ntime.sleep(3)\n" + (code.path / "train.py").read_text())
+    code.commit("Slower training")
+    started = harness.apply()
+    assert started.in_flight is not None
+    # The controller dies (its memory is gone); a new one adopts the run still going.
+    harness.training = harness.fresh()
+    adopted = harness.apply()
+    assert adopted.in_flight is not None
+    assert adopted.in_flight.run_id == started.in_flight.run_id
+    status = harness.settle()
+    assert status.last_run is not None
+    assert status.last_run.state == "Succeeded"
+    assert len(harness.runs()) == 1
+
+    # Again with the state directory's training records lost while a run goes: the run in MLflow
+    # is the record; its process is unknown, so it is recorded as interrupted, never doubled.
+    code.write("params.json", '{"C": 2.0}\n')
+    code.commit("C=2")
+    flying = harness.apply().in_flight
+    assert flying is not None
+    record = state_dir / "envs/prod/training/fraud-detector" / f"{flying.run_id}.json"
+    pid = int(__import__("json").loads(record.read_text())["pid"])
+    os.killpg(pid, signal.SIGKILL)  # the whole run, as a machine reboot would
+    shutil.rmtree(state_dir / "envs/prod/training")
+    harness.training = harness.fresh()
+    status = harness.apply()
+    keys = [r.tags[TAG_KEY] for r in harness.runs()]
+    assert keys.count(flying.key) == 1  # not a second run for that key by itself
+    assert status.last_run is not None
+    assert status.last_run.run_id == flying.run_id
+    assert status.last_run.state == "Failed"
+
+
+def test_mlgitops_run_trains_a_new_commit(
+    repo: ConfigRepo, state_dir: Path, code: CodeRepoDir, registry: RegistryView, tmp_path: Path
+) -> None:
+    train_from(repo, code.path)
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlgitops")), "run", "--env", "prod", "--repo",
+         str(repo.path), "--state-dir", str(state_dir), "--interval", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_for("version 4", lambda: _tags_or_none(registry, "4"), timeout=180)
+        assert registry.tags(FRAUD, "4")["model_validation_status"] == "PENDING"
+        status = subprocess.run(
+            [str(Path(sys.executable).with_name("mlgitops")), "status", "--env", "prod",
+             "--state-dir", str(state_dir), "-o", "json"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        assert '"lastTrainedCommit"' in status
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        log.close()
+
+
+def _tags_or_none(registry: RegistryView, version: str) -> dict[str, str] | None:
+    try:
+        return registry.tags(FRAUD, version)
+    except Exception:  # not registered yet
+        return None
+
+
+_: Callable[..., object] = train_from

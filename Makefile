@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup test unit lint typecheck manifests demo bench e2e clean
+.PHONY: setup test unit lint typecheck manifests demo bench bench-operator e2e clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ demo: setup ## the main job on embedded defaults: a demo workspace, sync, promot
 
 bench: setup
 	$(PY) bench/sync_scale.py
+
+# The operator against the API emulator; CLUSTER=<kubeconfig> runs it on that real API server
+# instead (it applies the CRDs there and creates, then deletes, namespace ml-bench).
+bench-operator: setup
+	$(PY) bench/operator_scale.py $(if $(CLUSTER),--kubeconfig "$(CLUSTER)")
 
 e2e: setup ## the operator scenarios and the emulator's conformance on the cluster in $KUBECONFIG
 	@test -n "$$KUBECONFIG" || { echo "make e2e: set KUBECONFIG to a cluster (see README)"; exit 2; }

@@ -30,12 +30,22 @@ class Commit:
         return self.sha[:7]
 
 
+_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # fail rather than wait for a password nobody types
+
+
 def _is_url(repo: str) -> bool:
     return "://" in repo or (repo.count(":") == 1 and "@" in repo.split(":")[0])
 
 
-class GitSource:
-    """One repository. ``repo`` is a local path or a URL (``file://``, ``https://``, ``ssh``)."""
+class _Repository:
+    """Where one repository's objects are read, shared by every view of a repository.
+
+    ``repo`` is a local path or a URL (``file://``, ``https://``, ``ssh``). A local path is opened
+    in place; a URL is mirrored into a bare clone under ``cache_dir`` keyed by a hash of the URL,
+    so every view of the same URL (config or code) shares one mirror and one fetch brings only
+    the objects that are new. Every message names the repository by ``display`` (credentials
+    redacted), never by ``repo``.
+    """
 
     def __init__(self, repo: str, *, cache_dir: Path) -> None:
         self.repo = repo
@@ -44,12 +54,13 @@ class GitSource:
         self._cache_dir = cache_dir
         self._repo: git.Repo | None = None
 
-    def _open(self) -> git.Repo:
+    def _open(self, *, update: bool) -> git.Repo:
+        """The repository, opened once; a mirror is cloned when missing, fetched if ``update``."""
         if self._repo is not None:
             return self._repo
         try:
             if self._remote:
-                self._repo = self._mirror()
+                self._repo = self._mirror(update=update)
             else:
                 path = Path(self.repo).expanduser()
                 if not path.exists():
@@ -61,28 +72,49 @@ class GitSource:
             raise SourceUnavailable(f"repository {self.display}: no such directory") from exc
         return self._repo
 
-    def _mirror(self) -> git.Repo:
+    def _mirror(self, *, update: bool) -> git.Repo:
         key = hashlib.sha256(self.repo.encode()).hexdigest()[:16]
         path = self._cache_dir / key
-        env = {"GIT_TERMINAL_PROMPT": "0"}
         try:
             if not (path / "HEAD").exists():
                 tmp = path.with_name(f"{key}.tmp{os.getpid()}")
-                git.Repo.clone_from(self.repo, tmp, bare=True, env=env)
+                git.Repo.clone_from(self.repo, tmp, bare=True, env=_ENV)
                 tmp.rename(path)  # a clone interrupted half-way never looks complete
                 return git.Repo(path)
             mirror = git.Repo(path)
-            mirror.git.fetch("--prune", "--quiet", self.repo, "+refs/heads/*:refs/heads/*", env=env)
+            if update:
+                self._fetch_into(mirror)
             return mirror
         except git.GitCommandError as exc:
-            detail = redact(
-                (exc.stderr or str(exc)).strip().splitlines()[-1] if exc.stderr else str(exc)
-            )
-            raise SourceUnavailable(f"repository {self.display}: {detail.strip()}") from exc
+            raise self._unavailable(exc) from exc
+
+    def _fetch_into(self, mirror: git.Repo) -> None:
+        """Every branch of the URL into the mirror: new objects only, deleted branches pruned.
+
+        The URL is passed on each fetch rather than stored as a remote, so changing the
+        credentials in the URL takes effect at the next fetch.
+        """
+        mirror.git.fetch("--prune", "--quiet", self.repo, "+refs/heads/*:refs/heads/*", env=_ENV)
+
+    def _unavailable(self, exc: git.GitCommandError) -> SourceUnavailable:
+        """Git's own last word on the failure, credentials redacted (Git echoes the URL)."""
+        detail = redact(
+            (exc.stderr or str(exc)).strip().splitlines()[-1] if exc.stderr else str(exc)
+        )
+        return SourceUnavailable(f"repository {self.display}: {detail.strip()}")
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+
+class GitSource(_Repository):
+    """The config repository, read at a revision. A mirror is fetched when first opened."""
 
     def resolve(self, rev: str | None = None) -> Commit:
         """The commit ``rev`` names (branch, tag or sha); by default the branch head."""
-        repo = self._open()
+        repo = self._open(update=True)
         try:
             commit = repo.commit(rev or "HEAD")
         except (git.BadName, ValueError, git.GitCommandError) as exc:
@@ -99,7 +131,7 @@ class GitSource:
 
     def read_folder(self, sha: str, folder: str) -> dict[str, bytes] | None:
         """Every file directly in ``folder`` at ``sha`` (path -> content); None if no such folder."""
-        repo = self._open()
+        repo = self._open(update=True)
         try:
             tree = repo.commit(sha).tree / folder
         except KeyError:
@@ -110,14 +142,9 @@ class GitSource:
 
     def list_folders(self, sha: str, root: str) -> list[str]:
         """The names of the folders under ``root`` at ``sha`` (the environments)."""
-        repo = self._open()
+        repo = self._open(update=True)
         try:
             tree = repo.commit(sha).tree / root
         except KeyError:
             return []
         return sorted(t.name for t in tree.trees)
-
-    def close(self) -> None:
-        if self._repo is not None:
-            self._repo.close()
-            self._repo = None

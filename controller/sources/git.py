@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,12 @@ class Commit:
 
 
 _ENV = {"GIT_TERMINAL_PROMPT": "0"}  # fail rather than wait for a password nobody types
+
+
+def mirror_dir(cache_dir: Path, url: str) -> Path:
+    """Where ``url`` is mirrored: one bare clone per URL, named by a hash (the URL may hold a
+    password, the directory name must not)."""
+    return cache_dir / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def _is_url(repo: str) -> bool:
@@ -73,20 +80,39 @@ class _Repository:
         return self._repo
 
     def _mirror(self, *, update: bool) -> git.Repo:
-        key = hashlib.sha256(self.repo.encode()).hexdigest()[:16]
-        path = self._cache_dir / key
+        path = mirror_dir(self._cache_dir, self.repo)
         try:
             if not (path / "HEAD").exists():
-                tmp = path.with_name(f"{key}.tmp{os.getpid()}")
-                git.Repo.clone_from(self.repo, tmp, bare=True, env=_ENV)
-                tmp.rename(path)  # a clone interrupted half-way never looks complete
-                return git.Repo(path)
+                return self._clone(path)
             mirror = git.Repo(path)
             if update:
                 self._fetch_into(mirror)
             return mirror
         except git.GitCommandError as exc:
             raise self._unavailable(exc) from exc
+
+    def _clone(self, path: Path) -> git.Repo:
+        """A first bare clone at ``path``, made aside and renamed into place.
+
+        A clone interrupted half-way never looks complete. Its leftover is cleared first: in a
+        container the process is pid 1 every time, so the next start would meet it. When another
+        process wins the race to ``path``, its clone is used. The clone keeps no remote: the
+        URL, credentials and all, is not written to disk (each fetch passes it again).
+        """
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            clone = git.Repo.clone_from(self.repo, tmp, bare=True, env=_ENV)
+            clone.git.remote("remove", "origin")
+            clone.close()
+            try:
+                tmp.rename(path)
+            except OSError:
+                if not (path / "HEAD").exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return git.Repo(path)
 
     def _fetch_into(self, mirror: git.Repo) -> None:
         """Every branch of the URL into the mirror: new objects only, deleted branches pruned.

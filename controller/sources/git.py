@@ -1,23 +1,32 @@
-"""Read environment folders from Git at an exact revision, from a local path or a remote URL.
+"""Read Git repositories at exact revisions, from a local path or a remote URL.
 
-A local repository is read in place, straight from its object database (never its working tree,
-so uncommitted edits are never applied). A URL is mirrored into a bare clone under the state
-directory and updated with ``git fetch``, which transfers only objects that are new. Either way the
-caller gets the files of one commit, so a revision is accepted or rejected as a whole.
+Two views share one way of reaching a repository: ``GitSource`` reads environment folders of the
+config repository, ``CodeRepo`` answers the training pipeline's questions about a code repository
+(branch heads, new commits, changed paths, checkouts). A local repository is read in place,
+straight from its object database (never its working tree, so uncommitted edits are never
+applied). A URL is mirrored into a bare clone under the state directory and updated with
+``git fetch``, which transfers only objects that are new. Either way the caller gets the files of
+one commit, so a revision is accepted or rejected as a whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import git
 
 from controller.errors import InvalidInput, Problem, SourceUnavailable
 from controller.redact import redact
+
+if TYPE_CHECKING:
+    from controller.planning import ports
+    from controller.planning.ports import CodeSource
 
 
 @dataclass(frozen=True)
@@ -174,3 +183,194 @@ class GitSource(_Repository):
         except KeyError:
             return []
         return sorted(t.name for t in tree.trees)
+
+
+_FIELD = "\x1f"  # between the fields of one `git log` record
+_RECORD = "\x1e"  # after each record
+
+
+class CodeRepo(_Repository):
+    """The code repository a ModelDeployment trains from, as the training pipeline reads it.
+
+    Unlike ``GitSource`` a mirror is fetched only by ``fetch()``, so one pass reads one snapshot
+    of every branch however many questions it asks. Revisions are given as shas (a branch head
+    from ``head``, or a commit an earlier training run recorded); every question goes to the
+    ``git`` command line, whose answers (first-parent walks, tree diffs, worktrees) are the
+    reference ones. A local repository is read from its object database and refs, never its
+    working tree: uncommitted edits are invisible, and a checkout is made beside it.
+    """
+
+    def fetch(self) -> None:
+        """Bring the mirror up to date (a no-op for a local path). Raises SourceUnavailable."""
+        if not self._remote:
+            return
+        if self._repo is None:
+            self._open(update=True)  # clones when missing, which is as fresh as a fetch
+            return
+        try:
+            self._fetch_into(self._repo)
+        except git.GitCommandError as exc:
+            raise self._unavailable(exc) from exc
+
+    def head(self, branch: str) -> Commit:
+        """The head commit of ``branch``.
+
+        InvalidInput when there is no such branch: the ModelDeployment names it, so retrying
+        will not help. Its ``Problem`` is located at this repository (``display``), field
+        ``training.source.branch``; a caller that knows the document may relocate it, the
+        message stands alone. SourceUnavailable when the repository cannot be read.
+        """
+        repo = self._open(update=False)
+        try:
+            # show-ref --verify takes a full ref name literally: no prefix matching, no
+            # revision syntax, and a name starting with "-" is not an option.
+            sha = self._git(repo, "show-ref", "--verify", "--hash", f"refs/heads/{branch}")
+        except git.GitCommandError as exc:
+            message = f"no branch {branch!r} in repository {self.display}"
+            problem = Problem(self.display, None, "training.source.branch", message)
+            raise InvalidInput([problem]) from exc
+        return self._log(repo, "--no-walk", sha.strip())[0]
+
+    def commits(self, base: str | None, head: str) -> list[ports.Commit]:
+        """The first-parent commits after ``base`` up to ``head``, oldest first.
+
+        That is ``git rev-list --first-parent --reverse base..head``: walking ``head``'s first
+        parents, stopping at commits ``base`` reaches. With ``base`` None, or a ``base`` this
+        repository does not have, every commit of that walk down to the root.
+
+        A ``base`` that is not an ancestor of ``head`` (the branch was force-pushed after
+        ``base`` was trained) does not fail: the answer is the commits of ``head`` after the
+        point where the two histories fork, i.e. the rewritten ones. If ``head`` is an ancestor
+        of ``base`` (the branch was moved back), nothing is after ``base``: an empty list. A
+        commit a force-push orphaned stays readable until Git prunes it; after that it is
+        unknown here and the answer is the whole history, as for None.
+        """
+        repo = self._open(update=False)
+        tip = self._commit(repo, head)
+        since = self._known(repo, base) if base else None
+        walk = self._log(
+            repo, "--first-parent", "--reverse", tip, *([f"^{since}"] if since else [])
+        )
+        return list(walk)  # the port's list of Commit protocols (a list is invariant)
+
+    def changed(self, base: str | None, head: str) -> list[str]:
+        """The paths that differ between the trees of ``base`` and ``head``, sorted.
+
+        A tree diff (``git diff-tree -r --no-renames``), not a walk of the commits between, so
+        it is right whatever the history: after a force-push it is what changed since the code
+        ``base`` trained on. Renames are not detected, so a renamed file counts under its old
+        and its new path; a submodule counts under its path. With ``base`` None, or a ``base``
+        this repository does not have (see ``commits``), every path at ``head``.
+        """
+        repo = self._open(update=False)
+        tip = self._commit(repo, head)
+        since = self._known(repo, base) if base else None
+        if since is None:
+            out = self._git(repo, "ls-tree", "-r", "-z", "--name-only", tip)
+        else:
+            out = self._git(
+                repo, "diff-tree", "-r", "-z", "--name-only", "--no-renames", since, tip
+            )
+        return sorted({path for path in out.split("\0") if path})
+
+    def checkout(self, sha: str, path: Path) -> None:
+        """A clean checkout of ``sha`` at ``path``: a detached ``git worktree`` of the mirror or
+        the local repository, so it shares their objects and costs only the files written.
+
+        It holds exactly the tree of ``sha`` (never the local repository's uncommitted edits),
+        and ``git`` works inside it (a training script may ask for its commit). The repository's
+        hooks do not run: a checkout is the commit's tree, nothing else. Whatever is at ``path``
+        first (the stale checkout of a run that crashed, even one Git still has registered) is
+        removed, and ``path``'s parent is created.
+        """
+        repo = self._open(update=False)
+        commit = self._commit(repo, sha)
+        path = path.resolve()
+        self._discard(repo, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._git(
+                repo,
+                "-c",
+                "core.hooksPath=/dev/null",
+                "worktree",
+                "add",
+                "--quiet",
+                "--detach",
+                str(path),
+                commit,
+            )
+        except git.GitCommandError as exc:
+            raise self._unavailable(exc) from exc
+
+    def remove_checkout(self, path: Path) -> None:
+        """Remove the checkout at ``path`` and Git's record of it; nothing to do if gone.
+
+        Needs no network: when a mirror was never cloned, no checkout can have come from it.
+        """
+        path = path.resolve()
+        repo = self._open(update=False) if self._readable_offline() else None
+        if repo is not None:
+            self._discard(repo, path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _readable_offline(self) -> bool:
+        return not self._remote or self._repo is not None or (self._mirror_path() / "HEAD").exists()
+
+    def _mirror_path(self) -> Path:
+        return mirror_dir(self._cache_dir, self.repo)
+
+    def _discard(self, repo: git.Repo, path: Path) -> None:
+        """No checkout at ``path`` any more: neither its directory nor Git's record of it.
+
+        The directory goes first, whatever its state (a worktree, half of one, anything), then
+        ``git worktree remove`` of the now missing path drops Git's record if it has one (twice
+        forced: a crash during ``worktree add`` leaves it locked). The mirror, which is ours, is
+        also pruned of records of checkouts deleted by hand; a local repository is the user's,
+        so only the record of ``path`` is touched there, never their own worktrees.
+        """
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(git.GitCommandError):  # Git had no record of it
+            self._git(repo, "worktree", "remove", "--force", "--force", str(path))
+        if self._remote:
+            with contextlib.suppress(git.GitCommandError):
+                self._git(repo, "worktree", "prune")
+
+    def _commit(self, repo: git.Repo, rev: str) -> str:
+        """The full sha of commit ``rev``; SourceUnavailable when the repository lacks it."""
+        found = self._known(repo, rev)
+        if found is None:
+            raise SourceUnavailable(f"repository {self.display}: no commit {rev!r}")
+        return found
+
+    def _known(self, repo: git.Repo, rev: str) -> str | None:
+        if rev.startswith("-"):
+            return None  # never an option to git
+        try:
+            out = self._git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        except git.GitCommandError:
+            return None
+        return out.strip() or None
+
+    def _log(self, repo: git.Repo, *args: str) -> list[Commit]:
+        fields = _FIELD.join(("%H", "%s", "%an <%ae>"))
+        out = self._git(repo, "log", f"--format={fields}{_RECORD}", *args, "--")
+        records = [r.strip("\n") for r in out.split(_RECORD)]
+        return [Commit(*r.split(_FIELD)) for r in records if r]
+
+    def _git(self, repo: git.Repo, *args: str) -> str:
+        """The output of ``git args`` in ``repo``, decoded leniently (paths and messages need
+        not be UTF-8), with no prompt for credentials."""
+        raw = repo.git.execute(["git", *args], stdout_as_string=False, env=_ENV)
+        assert isinstance(raw, bytes)
+        return raw.decode("utf-8", "replace")
+
+
+if TYPE_CHECKING:  # mypy holds CodeRepo to its port until the training pipeline uses it
+
+    def _as_port(repo: CodeRepo) -> CodeSource:
+        return repo

@@ -1,5 +1,6 @@
 """Pure planning: desired state (Git) + observed state (registry) -> a typed plan. No I/O here."""
 
+from controller.planning.globs import touches
 from controller.planning.plan import plan, versions_to_inspect
 from controller.planning.types import (
     ALIASES,
@@ -26,5 +27,6 @@ __all__ = [
     "Plan",
     "VersionInfo",
     "plan",
+    "touches",
     "versions_to_inspect",
 ]

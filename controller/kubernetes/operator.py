@@ -30,7 +30,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -46,7 +46,8 @@ from controller.kubernetes.deployment import ObjectView, reconcile_deployment
 from controller.kubernetes.gitsync import report_failure, sync_environment
 from controller.kubernetes.queue import WorkQueue
 from controller.planning.children import MANAGED_BY, MD_LABEL, RenderContext
-from controller.planning.ports import Registry
+from controller.planning.ports import Registry, RegistryFor
+from controller.planning.types import AliasEvent, Observed
 from controller.state import StateDir
 
 VERSION = API_VERSION.split("/")[1]
@@ -61,6 +62,7 @@ CHILDREN = {
 DEFAULT_IMAGE = "ghcr.io/mlgitops/mlgitops:0.1.0"
 CHILD_DELAY = 0.2  # coalesce a burst of child events (a rollout writes several) into one pass
 RETRY_DELAY = 15.0  # after an unreachable registry or API server
+OBSERVATION_TTL = 60.0  # how long a child-woken pass may reuse the last registry read
 GIT_BACKOFF = 1.0  # first retry of a failed Git sync; doubles up to the poll interval
 log = logging.getLogger("mlgitops.operator")
 
@@ -96,6 +98,8 @@ class Operator:
         self.queue: WorkQueue[Key] = WorkQueue(self.process, workers=config.workers)
         self.known: dict[str, set[str]] = {}  # namespace -> ModelDeployments seen
         self.written: dict[tuple[str, str, str], str] = {}  # (kind, ns, name) -> our last rv
+        self.wakes: dict[Key, str] = {}  # why a key is due: "child" (only children) or "full"
+        self.observed: dict[Key, tuple[int, float, Observed]] = {}  # the last registry read
         self.environments: kopf.Index[str, Any] | None = None
         self.kopf_context: contextvars.Context | None = None  # for kopf.event from workers
         self.sync_now = threading.Event()
@@ -185,25 +189,71 @@ class Operator:
             with self.lock:
                 self.known.get(key[0], set()).discard(key[1])
                 self.written.pop(("ModelDeployment", *key), None)
+                self.wakes.pop(key, None)
+                self.observed.pop(key, None)
             with contextlib.suppress(KeyError):
                 metrics.READY.remove(*key)
             return
         with self.lock:
             self.known.setdefault(key[0], set()).add(key[1])
         if not self.echo("ModelDeployment", body):
+            self.wake(key, child=False)
             self.queue.add(key)
 
     def child_event(self, kind: str, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
         owner = (meta.get("labels") or {}).get(MD_LABEL)
         if owner and not self.echo(kind, body):
-            self.queue.add((meta.get("namespace", ""), owner), delay=CHILD_DELAY)
+            key = (meta.get("namespace", ""), owner)
+            self.wake(key, child=True)
+            self.queue.add(key, delay=CHILD_DELAY)
 
     def environment_event(self, namespace: str) -> None:
         with self.lock:
             names = sorted(self.known.get(namespace, ()))
         for name in names:
+            self.wake((namespace, name), child=False)
             self.queue.add((namespace, name), delay=CHILD_DELAY)
+
+    def wake(self, key: Key, *, child: bool) -> None:
+        """Note why ``key`` is due: only its children changed, or more (its spec, its
+        Environment). A resync, queued by the pass itself, counts as more."""
+        with self.lock:
+            if not child:
+                self.wakes[key] = "full"
+            elif self.wakes.get(key, "idle") == "idle":
+                self.wakes[key] = "child"
+
+    def registry_view(self, key: Key, generation: int) -> RegistryFor:
+        """The registry for one pass of ``key``.
+
+        A pass woken only by its children (a Deployment's rollout progressing, a child edited by
+        hand) changes nothing in the registry and reads nothing the last pass did not: it reuses
+        that pass's observation of the model, if it is of this generation, recent and left no
+        alias moved. Every other pass (a spec change, an Environment change, the resync) reads
+        the registry afresh. This halves the registry reads of a rollout.
+        """
+        with self.lock:
+            mode = self.wakes.pop(key, "idle")
+            cached = self.observed.get(key)
+        reuse = (
+            mode == "child"
+            and cached is not None
+            and cached[0] == generation
+            and time.monotonic() - cached[1] < min(OBSERVATION_TTL, self.config.resync_seconds)
+        )
+
+        def registry_for(tracking_uri: str | None) -> Registry:
+            registry = self.registry_for(tracking_uri)
+            if reuse and cached is not None:
+                return _Observed(registry, cached[2])
+            return _Recording(registry, lambda seen: self._remember(key, generation, seen))
+
+        return registry_for
+
+    def _remember(self, key: Key, generation: int, seen: Observed) -> None:
+        with self.lock:
+            self.observed[key] = (generation, time.monotonic(), seen)
 
     # -- one pass ----------------------------------------------------------------------------------
 
@@ -230,12 +280,15 @@ class Operator:
         result = reconcile_deployment(
             obj=obj,
             environment=self.environment(obj.namespace),
-            registry_for=self.registry_for,
+            registry_for=self.registry_view(key, obj.generation),
             cluster=cluster,
             context=self.context,
             on_write=self.wrote,
         )
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        if result.changes or result.error is not None:
+            with self.lock:  # the registry moved (or was not read): the next pass reads it
+                self.observed.pop(key, None)
         if result.changed:
             stale = dict.fromkeys(set(obj.status) - set(result.status))
             written = cluster.patch_status(
@@ -349,6 +402,39 @@ class Operator:
             self.sync_now.clear()
 
 
+class _Recording:
+    """A registry whose ``observe_model`` also hands its observation to ``remember``."""
+
+    def __init__(self, registry: Registry, remember: Callable[[Observed], None]) -> None:
+        self._registry, self._remember = registry, remember
+        self.display = registry.display
+
+    def observe(self, **kw: Any) -> Observed:
+        return self._registry.observe(**kw)
+
+    def observe_model(self, *, model: str, pins: set[str]) -> Observed:
+        seen = self._registry.observe_model(model=model, pins=pins)
+        self._remember(seen)
+        return seen
+
+    def set_alias(self, *, model: str, event: AliasEvent) -> None:
+        self._registry.set_alias(model=model, event=event)
+
+    def history(self, *, model: str) -> list[AliasEvent]:
+        return self._registry.history(model=model)
+
+
+class _Observed(_Recording):
+    """A registry that answers ``observe_model`` with an observation made moments ago."""
+
+    def __init__(self, registry: Registry, seen: Observed) -> None:
+        super().__init__(registry, lambda _: None)
+        self._seen = seen
+
+    def observe_model(self, *, model: str, pins: set[str]) -> Observed:
+        return self._seen
+
+
 def build_registry(op: Operator) -> kopf.OperatorRegistry:
     """kopf's handlers for one operator run, each a closure over ``op``.
 
@@ -449,6 +535,8 @@ def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
 def run(config: OperatorConfig) -> None:
     """Run the operator until SIGINT/SIGTERM (kopf handles the signals)."""
     kopf.configure(verbose=config.verbose)  # kopf's log format on stderr, as `kopf run` does
+    if not config.verbose:  # not a line per watch event ("Handler ... succeeded")
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     op = Operator(config)
     asyncio.run(
         kopf.operator(

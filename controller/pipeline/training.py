@@ -25,12 +25,13 @@ wait and coalesce):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from croniter import croniter
 
 from controller.api.documents import TrainingSpec
+from controller.planning.globs import touches
 from controller.planning.types import TrainingRun
 
 TRIGGERS = ("commit", "schedule", "retrain", "manual")
@@ -58,41 +59,6 @@ TAG_OUTCOME = "mlgitops.outcome"
 
 def outcome(run: TrainingRun) -> str | None:
     return run.tags.get(TAG_OUTCOME)
-
-
-def touches(paths: Iterable[str], globs: Sequence[str]) -> bool:
-    """True when any of ``paths`` matches any of ``globs`` (see :func:`glob_match`)."""
-    return any(glob_match(path, glob) for path in paths for glob in globs)
-
-
-def glob_match(path: str, glob: str) -> bool:
-    """Whether the repository path ``path`` matches ``glob``, segment by segment.
-
-    ``*`` and ``?`` match within one path segment, ``**`` matches any number of whole segments
-    (zero included), anything else matches itself: ``src/**`` matches every file under src/,
-    ``**/*.py`` every Python file, ``train.py`` only the file at the top.
-    """
-    return _match(path.strip("/").split("/"), glob.strip("/").split("/"))
-
-
-def _match(parts: list[str], pattern: list[str]) -> bool:
-    if not pattern:
-        return not parts
-    head, rest = pattern[0], pattern[1:]
-    if head == "**":
-        return any(_match(parts[i:], rest) for i in range(len(parts) + 1))
-    return bool(parts) and _segment(parts[0], head) and _match(parts[1:], rest)
-
-
-def _segment(name: str, pattern: str) -> bool:
-    """``fnmatch`` without character classes: ``*`` any run, ``?`` one character."""
-    if not pattern:
-        return not name
-    if pattern[0] == "*":
-        return any(_segment(name[i:], pattern[1:]) for i in range(len(name) + 1))
-    if not name:
-        return False
-    return (pattern[0] == "?" or pattern[0] == name[0]) and _segment(name[1:], pattern[1:])
 
 
 @dataclass(frozen=True)
@@ -199,7 +165,7 @@ def plan(spec: TrainingSpec, seen: Observed) -> Plan:
             return Plan(RunRequest("manual", request, head), None, None, last)
 
     # 3. New code on the release branch.
-    new_code = seen.changed is None or touches(seen.changed, spec.source.paths)
+    new_code = seen.changed is None or touches(list(seen.changed), spec.source.paths)
     if head and head != last and fresh("commit", head) and new_code:
         skipped = tuple(c for c in seen.commits if c != head)
         return Plan(RunRequest("commit", head, head, skipped=skipped), None, None, last)

@@ -256,17 +256,39 @@ def test_mlgitops_run_trains_a_new_commit(
     train_from(repo, code.path)
     log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlgitops")), "run", "--env", "prod", "--repo",
-         str(repo.path), "--state-dir", str(state_dir), "--interval", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(Path(sys.executable).with_name("mlgitops")),
+            "run",
+            "--env",
+            "prod",
+            "--repo",
+            str(repo.path),
+            "--state-dir",
+            str(state_dir),
+            "--interval",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_for("version 4", lambda: _tags_or_none(registry, "4"), timeout=180)
         assert registry.tags(FRAUD, "4")["model_validation_status"] == "PENDING"
         status = subprocess.run(
-            [str(Path(sys.executable).with_name("mlgitops")), "status", "--env", "prod",
-             "--state-dir", str(state_dir), "-o", "json"],
-            capture_output=True, text=True, check=True,
+            [
+                str(Path(sys.executable).with_name("mlgitops")),
+                "status",
+                "--env",
+                "prod",
+                "--state-dir",
+                str(state_dir),
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         assert '"lastTrainedCommit"' in status
     finally:

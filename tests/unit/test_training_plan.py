@@ -16,7 +16,6 @@ from controller.pipeline.training import (
     Observed,
     RunRequest,
     backoff,
-    glob_match,
     plan,
 )
 from controller.planning.types import TrainingRun
@@ -143,24 +142,3 @@ def test_schedule_runs_the_newest_missed_slot_once() -> None:
     assert plan(spec, seen(trained, done, since=NOW - dt.timedelta(days=5))).start is None
     # A ModelDeployment first seen after today's slot waits for tomorrow's.
     assert plan(spec, seen(trained, since=NOW - dt.timedelta(hours=1))).start is None
-
-
-@pytest.mark.parametrize(
-    ("path", "glob", "hit"),
-    [
-        ("train.py", "train.py", True),
-        ("src/train.py", "train.py", False),
-        ("src/a/b.py", "src/**", True),
-        ("src", "src/**", True),  # ** matches zero segments
-        ("srcx/a.py", "src/**", False),
-        ("a/b/c.py", "**/*.py", True),
-        ("c.py", "**/*.py", True),
-        ("c.pyc", "**/*.py", False),
-        ("conf/x.yaml", "conf/*.yaml", True),
-        ("conf/sub/x.yaml", "conf/*.yaml", False),
-        ("data1.csv", "data?.csv", True),
-        ("data10.csv", "data?.csv", False),
-    ],
-)
-def test_glob_semantics(path: str, glob: str, hit: bool) -> None:
-    assert glob_match(path, glob) is hit

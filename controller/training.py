@@ -233,6 +233,9 @@ def training_pass(
             )
             result.started = run
             finished.append(run)
+    for run in finished:
+        if logs.get(run.run_id) is None:
+            logs[run.run_id] = runner.log(run)
     result.status = _status(finished, logs, problem)
     return result
 

@@ -119,7 +119,11 @@ def tracking_factory(state: StateDir) -> TrackingFor:
     def factory(tracking_uri: str | None) -> Tracking:
         from controller.registry import MlflowTracking, embedded_tracking_uri  # slow import
 
-        return MlflowTracking(tracking_uri or embedded_tracking_uri(state.root))
+        if tracking_uri is not None:
+            return MlflowTracking(tracking_uri)
+        return MlflowTracking(
+            embedded_tracking_uri(state.root), artifact_root=state.root / "artifacts"
+        )
 
     return factory
 

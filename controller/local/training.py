@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ from controller.training import Event, training_pass
 _WRAPPER = '"$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"; exit $code'
 COMMAND_NOT_FOUND = 127
 KILL_GRACE = 10.0
+# The runs this process started, kept to reap them when they end (no zombies) and polled by
+# ``state``; a run adopted after a restart is found by its record instead.
+_STARTED: dict[str, subprocess.Popen[bytes]] = {}
 
 
 class LocalRunner:
@@ -72,6 +76,7 @@ class LocalRunner:
             env=env,
             cwd=checkout,
         )
+        _STARTED[run.run_id] = proc
         write_json(
             record,
             {
@@ -87,6 +92,9 @@ class LocalRunner:
 
     def state(self, run: TrainingRun) -> RunnerState:
         record_path, exit_file, log, _ = self._paths(run.run_id)
+        child = _STARTED.get(run.run_id)
+        if child is not None and child.poll() is not None:
+            del _STARTED[run.run_id]  # reaped; its exit code is in the exit file
         try:
             record: dict[str, Any] = json.loads(record_path.read_text())
         except (OSError, ValueError):
@@ -110,6 +118,10 @@ class LocalRunner:
                 )
             return RunnerState("running", log=str(log))
         return RunnerState("failed", "the process ended without an exit code (killed)", str(log))
+
+    def log(self, run: TrainingRun) -> str | None:
+        path = self._paths(run.run_id)[2]
+        return str(path) if path.exists() else None
 
     def cleanup(self, run: TrainingRun) -> None:
         record, exit_file, _, checkout = self._paths(run.run_id)

@@ -144,6 +144,10 @@ class Runner(Protocol):
         """Release what the run held (a checkout); its log stays."""
         ...
 
+    def log(self, run: TrainingRun) -> str | None:
+        """Where the run's output is kept, if anywhere."""
+        ...
+
 
 class CodeSource(Protocol):
     """The code repository a ModelDeployment trains from (``controller.sources.CodeRepo``).

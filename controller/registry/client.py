@@ -194,8 +194,11 @@ class ClientTransport:
             deleted=found.lifecycle_stage == "deleted",
         )
 
-    def create_experiment(self, name: str) -> str | None:
-        created = self._run(lambda: self._client.create_experiment(name), exists=True)
+    def create_experiment(self, name: str, artifact_location: str | None = None) -> str | None:
+        created = self._run(
+            lambda: self._client.create_experiment(name, artifact_location=artifact_location),
+            exists=True,
+        )
         return None if created is None else str(created)
 
     def create_run(

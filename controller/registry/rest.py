@@ -247,8 +247,11 @@ class RestTransport:
             deleted=experiment.get("lifecycle_stage") == "deleted",
         )
 
-    def create_experiment(self, name: str) -> str | None:
-        body = self._request("POST", "experiments/create", {"name": name}, exists=True)
+    def create_experiment(self, name: str, artifact_location: str | None = None) -> str | None:
+        request = {"name": name}
+        if artifact_location is not None:
+            request["artifact_location"] = artifact_location
+        body = self._request("POST", "experiments/create", request, exists=True)
         return None if body is None else str(body["experiment_id"])
 
     def create_run(

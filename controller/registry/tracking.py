@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TypeVar
 
 from controller.errors import RegistryUnavailable, one_line
@@ -91,10 +92,20 @@ def _registered(mv: VersionRecord) -> RegisteredVersion:
 class MlflowTracking:
     """The tracking server (or local store) of one tracking URI, as ``planning.ports.Tracking``."""
 
-    def __init__(self, tracking_uri: str, *, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        *,
+        transport: Transport | None = None,
+        artifact_root: Path | None = None,
+    ) -> None:
+        """``artifact_root``: where the experiments it creates keep their artifacts (a store
+        with no server of its own, the embedded one: else MLflow would pick ``./mlruns`` in
+        whatever directory the process happens to run in). A tracking server decides itself."""
         self.tracking_uri = tracking_uri
         self.display = redact(tracking_uri)
         self._t = transport or transport_for(tracking_uri)
+        self._artifact_root = artifact_root
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -128,7 +139,11 @@ class MlflowTracking:
         """
         found = self._call(lambda: self._t.get_experiment(name))
         if found is None:
-            created = self._call(lambda: self._t.create_experiment(name))
+            location = None
+            if self._artifact_root is not None:
+                safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+                location = (self._artifact_root / safe).resolve().as_uri()
+            created = self._call(lambda: self._t.create_experiment(name, location))
             if created is not None:
                 return created
             found = self._call(lambda: self._t.get_experiment(name))

@@ -83,7 +83,7 @@ class Transport(Protocol):
 
     # -- training: experiments, runs, logged models, registration ---------------------------------
     def get_experiment(self, name: str) -> ExperimentRecord | None: ...
-    def create_experiment(self, name: str) -> str | None:
+    def create_experiment(self, name: str, artifact_location: str | None = None) -> str | None:
         """The new experiment's id; None when the name is taken (maybe by a deleted one)."""
         ...
 

@@ -34,7 +34,7 @@ from tests.helpers import PROJECT, ConfigRepo, RegistryView, git, wait_for
 
 FRAUD = "prod.fraud.fraud_detector"
 FRAUD_FILE = "environments/prod/fraud-detector.yaml"
-NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+NOW = dt.datetime.now(dt.UTC)  # runs end on the wall clock; the planner's clock moves from here
 
 
 class CodeRepoDir:
@@ -72,7 +72,7 @@ class Harness:
     def __init__(self, repo: ConfigRepo, state_dir: Path, clock: list[dt.datetime]) -> None:
         self.repo, self.state_dir, self.clock = repo, state_dir, clock
         self.uri = f"sqlite:///{state_dir / 'mlflow.db'}"
-        self.tracking = MlflowTracking(self.uri)
+        self.tracking = MlflowTracking(self.uri, artifact_root=state_dir / "artifacts")
         self.events: list[Event] = []
         self.training = self.fresh()
 
@@ -217,7 +217,9 @@ def test_a_hanging_script_is_ended_at_the_timeout(
 def test_a_restarted_controller_never_starts_a_second_run(
     harness: Harness, code: CodeRepoDir, state_dir: Path
 ) -> None:
-    code.write("train.py", "import time\ntime.sleep(3)\n" + (code.path / "train.py").read_text())
+    script = (code.path / "train.py").read_text()
+    slow = "from __future__ import annotations\n\nimport time\n\ntime.sleep(4)\n"
+    code.write("train.py", script.replace("from __future__ import annotations\n", slow, 1))
     code.commit("Slower training")
     started = harness.apply()
     assert started.in_flight is not None

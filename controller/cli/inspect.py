@@ -36,6 +36,18 @@ def _serving(status: dict[str, Any]) -> str:
     return f"{serving.get('url', '')} ({state})"
 
 
+def _training(status: dict[str, Any]) -> str:
+    training = status.get("training") or {}
+    if training.get("inFlight"):
+        run = training["inFlight"]
+        return f"running {run['trigger']} {run['key'][:12]}"
+    last = training.get("lastRun")
+    if last:
+        made = f" v{last['version']}" if last.get("version") else ""
+        return f"{last['state'].lower()}{made}"
+    return training.get("problem") or ""
+
+
 def _ready(status: dict[str, Any]) -> str:
     for c in status.get("conditions", []):
         if c["type"] == "Ready":
@@ -94,6 +106,7 @@ def status(
         "REVISION",
         "LAST CHANGE",
         "SERVING",
+        "TRAINING",
     ):
         table.add_column(col, overflow="fold")
     for name, rec in sorted(data.get("models", {}).items()):
@@ -112,6 +125,7 @@ def status(
             (st.get("lastAppliedRevision") or "")[:7],
             _last_change(st),
             _serving(st),
+            _training(st),
         )
     options.out.print(table)
     applied = (data.get("lastAppliedRevision") or "")[:7] or "none"

@@ -99,6 +99,9 @@ class Operator:
         self.known: dict[str, set[str]] = {}  # namespace -> ModelDeployments seen
         self.written: dict[tuple[str, str, str], str] = {}  # (kind, ns, name) -> our last rv
         self.wakes: dict[Key, str] = {}  # why a key is due: "child" (only children) or "full"
+        self.child_wakes: dict[Key, list[tuple[str, str, str, str]]] = {}  # the child events
+        self.children: dict[tuple[str, str, str], dict[str, Any]] = {}  # watched children
+        self.resync_due: dict[Key, float] = {}  # monotonic time of each key's next resync
         self.observed: dict[Key, tuple[int, float, Observed]] = {}  # the last registry read
         self.environments: kopf.Index[str, Any] | None = None
         self.kopf_context: contextvars.Context | None = None  # for kopf.event from workers
@@ -171,6 +174,8 @@ class Operator:
             key = (str(obj.get("kind")), meta.get("namespace", ""), meta.get("name", ""))
             with self.lock:
                 self.written[key] = meta["resourceVersion"]
+                if key[0] in CHILDREN.values():
+                    self.children[key] = dict(obj)  # newer than its watch event, maybe
 
     def echo(self, kind: str, body: Mapping[str, Any]) -> bool:
         """True when ``body`` is what our own last write of it left."""
@@ -191,6 +196,8 @@ class Operator:
                 self.written.pop(("ModelDeployment", *key), None)
                 self.wakes.pop(key, None)
                 self.observed.pop(key, None)
+                self.child_wakes.pop(key, None)
+                self.resync_due.pop(key, None)
             with contextlib.suppress(KeyError):
                 metrics.READY.remove(*key)
             return
@@ -200,13 +207,37 @@ class Operator:
             self.wake(key, child=False)
             self.queue.add(key)
 
-    def child_event(self, kind: str, body: Mapping[str, Any]) -> None:
+    def child_event(self, kind: str, event: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+        """Keep the child's latest body (a pass reads children from here, not from the API
+        server) and queue a pass for its owner. Whether the event only echoes one of our own
+        writes is decided when that pass is due, not now: the event can arrive before the write
+        that caused it has returned to the pass that made it."""
         meta = body.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        with self.lock:
+            if event.get("type") == "DELETED":
+                self.children.pop((kind, ns, name), None)
+            else:
+                self.children[(kind, ns, name)] = dict(body)
         owner = (meta.get("labels") or {}).get(MD_LABEL)
-        if owner and not self.echo(kind, body):
-            key = (meta.get("namespace", ""), owner)
+        if owner:
+            key = (ns, owner)
+            rv = "" if event.get("type") == "DELETED" else str(meta.get("resourceVersion", ""))
+            with self.lock:
+                self.child_wakes.setdefault(key, []).append((kind, ns, name, rv))
             self.wake(key, child=True)
             self.queue.add(key, delay=CHILD_DELAY)
+
+    def only_echoes(self, key: Key) -> bool:
+        """True when ``key`` is due only because of events echoing our own child writes."""
+        with self.lock:
+            if self.wakes.get(key, "idle") != "child":
+                return False
+            events = self.child_wakes.pop(key, [])
+            echoes = all(rv and self.written.get((k, ns, n)) == rv for k, ns, n, rv in events)
+            if echoes:
+                self.wakes.pop(key, None)
+            return echoes
 
     def environment_event(self, namespace: str) -> None:
         with self.lock:
@@ -251,6 +282,10 @@ class Operator:
 
         return registry_for
 
+    def cached_child(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            return self.children.get((kind, namespace, name))
+
     def _remember(self, key: Key, generation: int, seen: Observed) -> None:
         with self.lock:
             self.observed[key] = (generation, time.monotonic(), seen)
@@ -265,6 +300,14 @@ class Operator:
         return context.copy().run(self._process, key)
 
     def _process(self, key: Key) -> float | None:
+        if self.only_echoes(key):  # nothing changed but what we wrote: no pass, same resync
+            return max(0.0, self.resync_due.get(key, time.monotonic()) - time.monotonic())
+        delay = self._pass(key)
+        if delay is not None:
+            self.resync_due[key] = time.monotonic() + delay
+        return delay
+
+    def _pass(self, key: Key) -> float | None:
         cluster = self.cluster
         assert cluster is not None
         namespace, name = key
@@ -281,7 +324,7 @@ class Operator:
             obj=obj,
             environment=self.environment(obj.namespace),
             registry_for=self.registry_view(key, obj.generation),
-            cluster=cluster,
+            cluster=_Cached(cluster, self.cached_child),
             context=self.context,
             on_write=self.wrote,
         )
@@ -402,6 +445,36 @@ class Operator:
             self.sync_now.clear()
 
 
+class _Cached:
+    """The cluster, with each child's live body taken from the watch (no GET per child)."""
+
+    def __init__(
+        self, cluster: KubeCluster, lookup: Callable[[str, str, str], dict[str, Any] | None]
+    ) -> None:
+        self._cluster, self._lookup = cluster, lookup
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Any:
+        return self._cluster.get(api_version, kind, namespace, name)
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return self._cluster.apply(obj)
+
+    def ensure(
+        self, obj: dict[str, Any], live: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        meta = obj["metadata"]
+        seen = live or self._lookup(obj["kind"], meta.get("namespace", ""), meta["name"])
+        return self._cluster.ensure(obj, seen)
+
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        return self._cluster.delete(api_version, kind, namespace, name)
+
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str | None, name: str, status: Any
+    ) -> dict[str, Any]:
+        return self._cluster.patch_status(api_version, kind, namespace, name, status)
+
+
 class _Recording:
     """A registry whose ``observe_model`` also hands its observation to ``remember``."""
 
@@ -500,8 +573,8 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         op.environment_event(namespace or "")
 
     def child_handler(kind: str) -> Any:
-        async def on_child(*, body: kopf.Body, **_: Any) -> None:
-            op.child_event(kind, body)
+        async def on_child(*, event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+            op.child_event(kind, event, body)
 
         return on_child
 

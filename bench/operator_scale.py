@@ -138,7 +138,7 @@ CHILDREN = 4  # Deployment, Service, 2 CronJobs
 # Per object created: one apply per child and a status write (Ready Unknown, Progressing); once
 # the serving Deployment reports its rollout, one more status write (Ready True).
 WRITE_FLOOR = CHILDREN + 2
-READS_PER_PASS = 1 + CHILDREN  # a pass GETs the object, then each child
+READS_PER_PASS = 1  # a pass GETs its object; the children come from the watch
 READY_TARGET_S = 60.0
 FLUX_READY_S = 256.0  # 1,000 Kustomizations in 4 min 16 s (Flux's published figure)
 RSS_TARGET_MIB = 250.0
@@ -1391,13 +1391,14 @@ def _noop_emulator(
     *,
     resync: float,
 ) -> tuple[bool, int]:
-    """The no-op window on the emulator: until every serving Deployment was read again."""
+    """The no-op window on the emulator: until every ModelDeployment was read again (a pass
+    reads its object first; its children come from the operator's watch)."""
     models = len(bodies)
     opened = requests.mark()
     passes0, _ = operator_passes(operator)
     window_start = time.monotonic()
     deadline = window_start + 2 * resync + 30
-    serving = {child_name(b["metadata"]["name"], "serving") for b in bodies}
+    serving = {b["metadata"]["name"] for b in bodies}
 
     def serving_get(r: Any) -> bool:
         return (
@@ -1405,7 +1406,7 @@ def _noop_emulator(
             and r.method.value == "GET"
             and r.name in serving
             and r.resource is not None
-            and r.resource.plural == "deployments"
+            and r.resource.plural == "modeldeployments"
         )
 
     seen: set[str] = set()
@@ -1431,8 +1432,8 @@ def _noop_emulator(
     counted = operator_passes(operator)[0] - passes0
     say(
         f"no-op resync: window of {window_s:.1f} s (resync interval {resync:g} s), "
-        f"{len(seen)}/{models} ModelDeployments passed over (their serving Deployment read "
-        f"again), {passes} passes in all ({counted:g} by the operator's own count)"
+        f"{len(seen)}/{models} ModelDeployments passed over (read again), {passes} passes in "
+        f"all ({counted:g} by the operator's own count)"
     )
     figure("no-op resync writes", len(writes), 0, digits=4)
     figure("no-op resync reads per pass", len(reads) / max(1, passes), READS_PER_PASS, digits=4)

@@ -174,8 +174,8 @@ class Operator:
             key = (str(obj.get("kind")), meta.get("namespace", ""), meta.get("name", ""))
             with self.lock:
                 self.written[key] = meta["resourceVersion"]
-                if key[0] in CHILDREN.values():
-                    self.children[key] = dict(obj)  # newer than its watch event, maybe
+        # Not into the children's cache: the watch alone feeds it, in the API server's order (a
+        # write's response can return after a newer event, and would put an older body back).
 
     def echo(self, kind: str, body: Mapping[str, Any]) -> bool:
         """True when ``body`` is what our own last write of it left."""

@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -276,9 +277,10 @@ class Operator:
 
         def registry_for(tracking_uri: str | None) -> Registry:
             registry = self.registry_for(tracking_uri)
+            remember = functools.partial(self._remember, key, generation)
             if reuse and cached is not None:
-                return _Observed(registry, cached[2])
-            return _Recording(registry, lambda seen: self._remember(key, generation, seen))
+                return _Observed(registry, cached[2], remember)
+            return _Recording(registry, remember)
 
         return registry_for
 
@@ -329,8 +331,8 @@ class Operator:
             on_write=self.wrote,
         )
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-        if result.changes or result.error is not None:
-            with self.lock:  # the registry moved (or was not read): the next pass reads it
+        if result.error is not None:
+            with self.lock:  # the registry may not have been read: the next pass reads it
                 self.observed.pop(key, None)
         if result.changed:
             stale = dict.fromkeys(set(obj.status) - set(result.status))
@@ -476,22 +478,33 @@ class _Cached:
 
 
 class _Recording:
-    """A registry whose ``observe_model`` also hands its observation to ``remember``."""
+    """A registry that hands what a pass observed of the model, and the alias moves the pass
+    then made, to ``remember``: the next pass, if only its children woke it, starts from there."""
 
     def __init__(self, registry: Registry, remember: Callable[[Observed], None]) -> None:
         self._registry, self._remember = registry, remember
         self.display = registry.display
+        self._seen: Observed | None = None
 
     def observe(self, **kw: Any) -> Observed:
         return self._registry.observe(**kw)
 
     def observe_model(self, *, model: str, pins: set[str]) -> Observed:
-        seen = self._registry.observe_model(model=model, pins=pins)
-        self._remember(seen)
-        return seen
+        self._seen = self._registry.observe_model(model=model, pins=pins)
+        self._remember(self._seen)
+        return self._seen
 
     def set_alias(self, *, model: str, event: AliasEvent) -> None:
         self._registry.set_alias(model=model, event=event)
+        seen = self._seen
+        if seen is not None and model in seen.models:
+            before = seen.models[model]
+            aliases = {k: v for k, v in before.aliases.items() if k != event.alias}
+            if event.version is not None:
+                aliases[event.alias] = event.version
+            models = {**seen.models, model: replace(before, aliases=aliases)}
+            self._seen = replace(seen, models=models)
+            self._remember(self._seen)
 
     def history(self, *, model: str) -> list[AliasEvent]:
         return self._registry.history(model=model)
@@ -500,12 +513,14 @@ class _Recording:
 class _Observed(_Recording):
     """A registry that answers ``observe_model`` with an observation made moments ago."""
 
-    def __init__(self, registry: Registry, seen: Observed) -> None:
-        super().__init__(registry, lambda _: None)
-        self._seen = seen
+    def __init__(
+        self, registry: Registry, seen: Observed, remember: Callable[[Observed], None]
+    ) -> None:
+        super().__init__(registry, remember)
+        self._seen = self._reused = seen
 
     def observe_model(self, *, model: str, pins: set[str]) -> Observed:
-        return self._seen
+        return self._reused
 
 
 def build_registry(op: Operator) -> kopf.OperatorRegistry:

@@ -125,7 +125,7 @@ from common import (
     working_directory,
 )
 
-from controller.planning.children import COMPONENT, MANAGED_BY, child_name
+from controller.planning.children import COMPONENT, MANAGED_BY
 from tests.helpers import MlflowServer, OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]

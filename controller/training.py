@@ -121,6 +121,21 @@ def training_pass(
         return TrainingResult(TrainingStatus(problem=str(exc)), error=exc)
 
     logs: dict[str, str | None] = {}
+
+    def start(run: TrainingRun) -> TrainingRun:
+        return _start(
+            run,
+            spec,
+            runner,
+            tracking_uri,
+            data_root,
+            registered_model,
+            env_name,
+            tracking,
+            events,
+            logs,
+        )
+
     finished: list[TrainingRun] = []
     unstarted: list[TrainingRun] = []
     for run in runs:
@@ -146,20 +161,7 @@ def training_pass(
     if unstarted:
         if not any(training.outcome(r) is None for r in finished):
             first = unstarted.pop(0)
-            finished.append(
-                _start(
-                    first,
-                    spec,
-                    runner,
-                    tracking_uri,
-                    data_root,
-                    registered_model,
-                    env_name,
-                    tracking,
-                    events,
-                    logs,
-                )
-            )
+            finished.append(start(first))
         finished.extend(unstarted)  # still waiting: in flight for the planner, so nothing new
 
     head: str | None = None
@@ -219,18 +221,7 @@ def training_pass(
             run = tracking.create_run(
                 experiment_id=experiment, tags=tags, name=_run_name(name, request)
             )
-            run = _start(
-                run,
-                spec,
-                runner,
-                tracking_uri,
-                data_root,
-                registered_model,
-                env_name,
-                tracking,
-                events,
-                logs,
-            )
+            run = start(run)
             result.started = run
             finished.append(run)
     for run in finished:

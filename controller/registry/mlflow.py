@@ -14,14 +14,12 @@ benchmark reports.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from controller.errors import RegistryUnavailable, one_line
 from controller.planning.types import (
     VALIDATION_TAG,
     AliasEvent,
@@ -35,6 +33,8 @@ from controller.registry.transport import (
     Page,
     Transport,
     VersionRecord,
+    guarded,
+    pages,
 )
 
 HISTORY_PREFIX = "mlgitops.history."
@@ -105,23 +105,10 @@ class MlflowRegistry:
             stats.writes += 1
         else:
             stats.reads += 1
-        try:
-            return fn()
-        except RegistryUnavailable:
-            raise
-        except Exception as exc:  # connection refused, DNS, SQLite locked or missing, ...
-            raise RegistryUnavailable(
-                f"registry {self.display}: {redact(one_line(exc, lines=2))}"
-            ) from exc
+        return guarded(self.display, fn)
 
     def _paged(self, name: str, search: Callable[[str | None], Page[R]]) -> Iterator[R]:
-        token: str | None = None
-        while True:
-            page = self._call(name, functools.partial(search, token))
-            yield from page.items
-            token = page.token
-            if not token:
-                return
+        return pages(lambda fetch: self._call(name, fetch), search)
 
     def _versions(self, filter_string: str) -> Iterable[VersionRecord]:
         return self._paged(

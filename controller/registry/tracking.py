@@ -21,11 +21,18 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from controller.errors import RegistryUnavailable, one_line
+from controller.errors import RegistryUnavailable
 from controller.planning.types import RegisteredVersion, TrainingRun
 from controller.redact import redact
 from controller.registry.mlflow import transport_for
-from controller.registry.transport import Page, RunRecord, Transport, VersionRecord
+from controller.registry.transport import (
+    Page,
+    RunRecord,
+    Transport,
+    VersionRecord,
+    guarded,
+    pages,
+)
 
 T = TypeVar("T")
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -110,25 +117,10 @@ class MlflowTracking:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except RegistryUnavailable:
-            raise
-        except Exception as exc:  # connection refused, DNS, SQLite locked or missing, ...
-            raise RegistryUnavailable(
-                f"registry {self.display}: {redact(one_line(exc, lines=2))}"
-            ) from exc
+        return guarded(self.display, fn)
 
     def _paged(self, search: Callable[[str | None], Page[T]]) -> Iterator[T]:
-        token: str | None = None
-        while True:
-            page = self._call(functools.partial(search, token))
-            yield from page.items
-            token = page.token
-            if not token:
-                return
-
-    # -- experiments and runs ------------------------------------------------------------------
+        return pages(self._call, search)
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created (default artifact location) when missing.

@@ -17,9 +17,13 @@ exist (and for a create that finds the name taken), and raises
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
+
+from controller.errors import RegistryUnavailable, one_line
+from controller.redact import redact
 
 T = TypeVar("T")
 
@@ -126,3 +130,27 @@ class Transport(Protocol):
 
 PAGE_SIZE = 1000
 LOGGED_MODEL_PAGE_SIZE = 100  # MLflow's default page for logged models; searches are per run
+
+
+def guarded(display: str, fn: Callable[[], T]) -> T:
+    """``fn()``, with any failure (connection refused, DNS, SQLite locked or missing, ...) as
+    :class:`RegistryUnavailable`: one line, credentials redacted, naming the registry."""
+    try:
+        return fn()
+    except RegistryUnavailable:
+        raise
+    except Exception as exc:
+        raise RegistryUnavailable(f"registry {display}: {redact(one_line(exc, lines=2))}") from exc
+
+
+def pages(
+    call: Callable[[Callable[[], Page[T]]], Page[T]], search: Callable[[str | None], Page[T]]
+) -> Iterator[T]:
+    """Every item of a paginated search, each page fetched through ``call``."""
+    token: str | None = None
+    while True:
+        page = call(functools.partial(search, token))
+        yield from page.items
+        token = page.token
+        if not token:
+            return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -82,6 +83,7 @@ def fitted() -> tuple[Any, Any]:
 @contextmanager
 def fluent_api_on(uri: str) -> Iterator[None]:
     """MLflow's fluent API (what a training job calls) on ``uri``; the process default after."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     with _use_tracking_uri(uri), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlflow.set_registry_uri(uri)
@@ -89,6 +91,13 @@ def fluent_api_on(uri: str) -> Iterator[None]:
             yield
         finally:
             mlflow.set_registry_uri(None)
+            # set_registry_uri exports $MLFLOW_REGISTRY_URI: leave the process as it was, or a
+            # later test's MLflow client talks to this module's (stopped) server.
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def test_transport_follows_the_uri(tracking: MlflowTracking, uri: str) -> None:

@@ -236,6 +236,7 @@ def mlflow_models(seeded_store: Path) -> dict[str, Any]:
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{seeded_store / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{seeded_store / 'mlflow.db'}")
     return {
         f"{name}/{v}": mlflow.pyfunc.load_model(f"models:/{name}/{v}")
         for name in (FRAUD, CHURN)

@@ -113,6 +113,26 @@ def wait_served(state: Path, champions: dict[str, str], timeout: float = 120) ->
     raise SystemExit(f"demo: the local runtime did not serve {champions} in {timeout:.0f} s")
 
 
+def wait_trained(state: Path, runs: int, timeout: float = 180) -> str:
+    """Wait until fraud-detector's training has succeeded ``runs`` times; the version made."""
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        try:
+            doc = json.loads((state / "envs/prod/status.json").read_text())
+            last = doc["models"]["fraud-detector"]["status"]["training"]["lastRun"]
+            if last["state"] == "Succeeded":
+                seen.add(last["version"])
+            elif last["state"] == "Failed":
+                raise SystemExit(f"demo: training failed: {last.get('reason')}")
+            if len(seen) >= runs:
+                return str(last["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"demo: fraud-detector did not train {runs} time(s) in {timeout:.0f} s")
+
+
 def show_prediction(url: str, when: str) -> None:
     from examples.models import dataset
 
@@ -168,6 +188,17 @@ def main(argv: list[str] | None = None) -> None:
 
     step("1. A config repository with one folder per environment")
     shutil.copytree(PROJECT / "environments", config / "environments")
+    code = ws / "fraud-code"  # the fraud detector's training code, on its release branch
+    shutil.copytree(PROJECT / "examples/fraud_project", code)
+    git(code, "init", "-q", "-b", "release")
+    git(code, "add", "-A")
+    git(code, "commit", "-q", "-m", "The fraud detector's training code")
+    fraud = config / FRAUD_FILE
+    fraud.write_text(
+        fraud.read_text()
+        .replace("https://git.example.com/ml/fraud-detector.git", str(code))
+        .replace('paths: ["src/**", "train.py"]', 'paths: ["train.py", "params.json"]')
+    )
     git(config, "init", "-q", "-b", "main")
     git(config, "add", "-A")
     git(config, "commit", "-q", "-m", "Add dev, staging and prod environments")
@@ -223,10 +254,19 @@ def main(argv: list[str] | None = None) -> None:
         wait_served(state, {"fraud-detector": "2"})
         mlgitops(ws, "status", "--env", "prod")
         show_prediction(urls["fraud-detector"], "after the revert")
+
+        step("8. Deploy code, not models: a commit on the release branch trains a new version")
+        first = wait_trained(state, 1)  # its release branch was trained once, when first seen
+        console.print(f"  the release branch's head trained: version {first} (PENDING)")
+        (code / "params.json").write_text('{"C": 0.2}\n')
+        git(code, "commit", "-q", "-am", "Stronger regularization")
+        version = wait_trained(state, 2)
+        console.print(f"  the new commit trained once: version {version} (PENDING), not aliased")
+        mlgitops(ws, "runs", "fraud-detector", "--env", "prod")
     finally:
         stop_runtime(runner)
 
-    step("8. Batch inference, as the batch CronJob runs it: @champion, resolved at the start")
+    step("9. Batch inference, as the batch CronJob runs it: @champion, resolved at the start")
     from deltalake import DeltaTable, write_deltalake
 
     from examples.models import dataset
@@ -253,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
             f"  batch {batch_id}: {rows} rows scored by version {version}, {positives} flagged"
         )
 
-    step("9. The history, as recorded on the model versions in the registry")
+    step("10. The history, as recorded on the model versions in the registry")
     mlgitops(ws, "history", "--env", "prod", "--model", "fraud-detector")
 
     rel = ws.relative_to(PROJECT) if ws.is_relative_to(PROJECT) else ws

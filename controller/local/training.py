@@ -210,8 +210,12 @@ class LocalTraining:
                 now=self.clock(),
                 since=self._since(name),
             )
+            before = self.statuses.get(name)
             for event in result.events:
-                self.on_event(event)
+                # A blocked source is said once, not on every pass until it is fixed.
+                repeated = before is not None and event.message == before.problem
+                if not (event.reason == "TrainingBlocked" and repeated):
+                    self.on_event(event)
             out[name] = result.status
         self.statuses = out
         return out

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.api.documents import API_VERSION, Environment
-from controller.api.loader import load_deployment
-from controller.api.status import InventoryEntry, ModelDeploymentStatus, ServingStatus
+from controller.api.loader import DeploymentDoc, load_deployment
+from controller.api.status import (
+    InventoryEntry,
+    ModelDeploymentStatus,
+    ServingStatus,
+    TrainingStatus,
+)
 from controller.engine import now_iso
 from controller.errors import EnvironmentMissing, InvalidInput, MlgitopsError, Unavailable
 from controller.planning import AliasChange, plan
@@ -98,9 +103,12 @@ def reconcile_deployment(
     context: Callable[[Environment], RenderContext],
     now: Callable[[], str] = now_iso,
     on_write: Callable[[Obj], None] = lambda _: None,
+    train: Callable[[Environment, Owner, DeploymentDoc], TrainingStatus | None] | None = None,
 ) -> DeploymentResult:
     """One pass over ``obj``: aliases, children, prune; the status it should have (not written).
 
+    ``train`` runs the training pass of a ModelDeployment with ``training`` once its children
+    are applied; what it returns is the status's ``training``.
     ``on_write`` is told of every child this pass wrote (the object the API server returned),
     so the caller can recognize the watch event that echoes it.
     """
@@ -172,6 +180,7 @@ def reconcile_deployment(
             serving=_serving(serving_live, obj.namespace),
             inventory=inventory,
             detail=f"{len(children)} children",
+            training=train(environment, owner, d) if train and spec.training else None,
             now=stamp,
         )
     except (InvalidInput, Unavailable) as exc:

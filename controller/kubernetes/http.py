@@ -36,12 +36,12 @@ async def start(
     port: int,
     readiness: Callable[[], tuple[bool, Mapping[str, Any]]],
     webhook_token: str | None,
-    on_push: Callable[[], None] | None,
+    on_push: Callable[[bytes], None] | None,
 ) -> web.AppRunner:
     """Serve ``/metrics``, ``/healthz``, ``/readyz`` and ``POST /webhook`` until the runner stops.
 
     ``readiness()`` says whether the operator is ready and what to show; ``on_push`` runs for a
-    correctly signed webhook (None, or no token: the webhook answers 404).
+    correctly signed webhook, with its body (None, or no token: the webhook answers 404).
     """
 
     async def metrics_page(_: web.Request) -> web.Response:
@@ -57,12 +57,12 @@ async def start(
     async def webhook(request: web.Request) -> web.Response:
         if not webhook_token or on_push is None:
             return web.json_response(
-                {"error": "webhook disabled: no token or no --repo"}, status=404
+                {"error": "webhook disabled: no token ($MLGITOPS_WEBHOOK_TOKEN)"}, status=404
             )
         body = await request.read()
         if not verify_signature(webhook_token, body, request.headers.get("X-Hub-Signature-256")):
             return web.json_response({"error": "bad signature"}, status=401)
-        on_push()
+        on_push(body)
         return web.json_response({"status": "sync triggered"}, status=202)
 
     app = web.Application(client_max_size=MAX_BODY)

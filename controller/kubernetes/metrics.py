@@ -54,6 +54,14 @@ GIT_SYNC_ERRORS = Counter(
 )
 
 
+TRAINING_EVENTS = Counter(
+    "mlgitops_training_events_total",
+    "Training runs started, succeeded and failed (and sources blocked), by Event reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
 def set_revision(environment: str, revision: str) -> None:
     GIT_REVISION.clear()
     GIT_REVISION.labels(environment=environment, revision=revision).set(1)

@@ -26,8 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import datetime as dt
 import functools
+import json
 import logging
+import math
 import random
 import threading
 import time
@@ -40,16 +43,21 @@ import kopf
 from pydantic import ValidationError
 
 from controller.api.documents import API_VERSION, GROUP, Environment
+from controller.api.loader import DeploymentDoc
+from controller.api.status import TrainingStatus
 from controller.errors import InvalidInput, Problem, SyncFailed, Unavailable, one_line
 from controller.kubernetes import http, metrics
 from controller.kubernetes.client import KubeCluster
 from controller.kubernetes.deployment import ObjectView, reconcile_deployment
 from controller.kubernetes.gitsync import report_failure, sync_environment
 from controller.kubernetes.queue import WorkQueue
-from controller.planning.children import MANAGED_BY, MD_LABEL, RenderContext
-from controller.planning.ports import Registry, RegistryFor
+from controller.kubernetes.training import JobRunner
+from controller.planning.children import MANAGED_BY, MD_LABEL, Owner, RenderContext
+from controller.planning.ports import CodeSource, Commit, Registry, RegistryFor, Tracking
 from controller.planning.types import AliasEvent, Observed
+from controller.redact import redact
 from controller.state import StateDir
+from controller.training import training_pass
 
 VERSION = API_VERSION.split("/")[1]
 MD = (GROUP, VERSION, "modeldeployments")
@@ -59,6 +67,7 @@ CHILDREN = {
     ("apps", "v1", "deployments"): "Deployment",
     ("", "v1", "services"): "Service",
     ("batch", "v1", "cronjobs"): "CronJob",
+    ("batch", "v1", "jobs"): "Job",  # training runs: a finished Job wakes its owner's pass
 }
 DEFAULT_IMAGE = "ghcr.io/mlgitops/mlgitops:0.1.0"
 CHILD_DELAY = 0.2  # coalesce a burst of child events (a rollout writes several) into one pass
@@ -95,6 +104,9 @@ class Operator:
         self.config = config
         self.cluster: KubeCluster | None = None
         self.registries: dict[str, Registry] = {}
+        self.trackings: dict[str, Tracking] = {}
+        self.codes: dict[str, _Throttled] = {}
+        self.trainers: dict[str, set[Key]] = {}  # code repository -> ModelDeployments it trains
         self.lock = threading.Lock()
         self.queue: WorkQueue[Key] = WorkQueue(self.process, workers=config.workers)
         self.known: dict[str, set[str]] = {}  # namespace -> ModelDeployments seen
@@ -329,6 +341,7 @@ class Operator:
             cluster=_Cached(cluster, self.cached_child),
             context=self.context,
             on_write=self.wrote,
+            train=lambda environment, owner, doc: self.train(environment, owner, doc, fresh),
         )
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         if result.error is not None:
@@ -369,6 +382,90 @@ class Operator:
                 return RETRY_DELAY  # the status above says why; try again soon
         # The safety net; jittered so that objects created together do not resync together.
         return self.config.resync_seconds * random.uniform(0.9, 1.1)
+
+    def train(
+        self, environment: Environment, owner: Owner, doc: DeploymentDoc, body: Mapping[str, Any]
+    ) -> TrainingStatus:
+        """The training pass of one ModelDeployment: its runs are Jobs (``training.JobRunner``)."""
+        spec = doc.doc.spec.training
+        assert spec is not None
+        uri = environment.spec.registry.tracking_uri
+        if not uri or not uri.startswith(("http://", "https://")):
+            return TrainingStatus(
+                problem="training on Kubernetes needs the Environment's registry.trackingUri: "
+                "an MLflow tracking server its Jobs can reach"
+            )
+        with self.lock:
+            self.trainers.setdefault(spec.source.repo, set()).add((owner.namespace, owner.name))
+        created = (body.get("metadata") or {}).get("creationTimestamp")
+        since = (
+            dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+            if created
+            else dt.datetime.now(dt.UTC)
+        )
+        result = training_pass(
+            environment=environment,
+            name=owner.name,
+            registered_model=doc.registered_model,
+            spec=spec,
+            code=self.code_for(spec.source.repo),
+            tracking=self.tracking_for(uri),
+            runner=JobRunner(
+                cluster=_Cached(self.cluster_or_fail(), self.cached_child),
+                owner=owner,
+                spec=doc.doc.spec,
+                ctx=self.context(environment),
+            ),
+            tracking_uri=uri,
+            data_root=environment.spec.data_root,
+            now=dt.datetime.now(dt.UTC),
+            since=since,
+        )
+        for event in result.events:
+            metrics.TRAINING_EVENTS.labels(reason=event.reason).inc()
+            self.post(body, event.type, event.reason, event.message[:1000])
+        return result.status
+
+    def on_push(self, body: bytes) -> None:
+        """A signed push: the config repository syncs now; a code repository named in the
+        payload (GitHub-style ``repository.clone_url`` and the like) is fetched on its
+        ModelDeployments' next pass, queued now."""
+        urls = _push_urls(body)
+        if self.config.repo and (not urls or _same_repo(self.config.repo, urls)):
+            self.sync_now.set()
+        with self.lock:
+            pushed = [
+                (repo, keys) for repo, keys in self.trainers.items() if _same_repo(repo, urls)
+            ]
+        for repo, keys in pushed:
+            self.codes[repo].force()
+            for key in sorted(keys):
+                self.wake(key, child=False)
+                self.queue.add(key)
+
+    def cluster_or_fail(self) -> KubeCluster:
+        assert self.cluster is not None
+        return self.cluster
+
+    def tracking_for(self, uri: str) -> Tracking:
+        from controller.registry import MlflowTracking
+
+        with self.lock:
+            if uri not in self.trackings:
+                self.trackings[uri] = MlflowTracking(uri)
+            return self.trackings[uri]
+
+    def code_for(self, repo: str) -> CodeSource:
+        """The code repository, fetched at most once per poll interval (or on a webhook push)."""
+        from controller.sources import CodeRepo
+
+        with self.lock:
+            if repo not in self.codes:
+                cache = StateDir(self.config.state_dir.resolve()).git_cache
+                self.codes[repo] = _Throttled(
+                    CodeRepo(repo, cache_dir=cache), self.config.poll_seconds
+                )
+            return self.codes[repo]
 
     def post(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """A Kubernetes Event about ``body``, through kopf's poster (batched, retried)."""
@@ -445,6 +542,68 @@ class Operator:
                 delay = min(delay, GIT_BACKOFF * 2 ** min(failures - 1, 10))
             self.sync_now.wait(delay)
             self.sync_now.clear()
+
+
+def _push_urls(body: bytes) -> set[str]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return set()
+    repo = payload.get("repository") if isinstance(payload, dict) else None
+    if not isinstance(repo, dict):
+        return set()
+    fields = ("clone_url", "git_url", "ssh_url", "html_url", "url", "git_http_url", "git_ssh_url")
+    return {str(repo[f]) for f in fields if isinstance(repo.get(f), str)}
+
+
+def _same_repo(repo: str, urls: set[str]) -> bool:
+    """Whether ``repo`` (as a document names it) is one of ``urls``, up to ``.git``, a trailing
+    slash and credentials."""
+
+    def norm(url: str) -> str:
+        url = redact(url).replace("***@", "")
+        return url.rstrip("/").removesuffix(".git").lower()
+
+    return norm(repo) in {norm(u) for u in urls}
+
+
+class _Throttled:
+    """A code repository fetched at most once per ``interval`` (a pass runs often; a fetch is a
+    network round trip). ``force()`` makes the next pass fetch (a webhook push)."""
+
+    def __init__(self, code: CodeSource, interval: float) -> None:
+        self._code, self._interval = code, interval
+        self._last = -math.inf
+        self._lock = threading.Lock()
+        self.display = code.display
+
+    def force(self) -> None:
+        self._last = -math.inf
+
+    def fetch(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._last < self._interval:
+                return
+            self._code.fetch()
+            self._last = time.monotonic()
+
+    def head(self, branch: str) -> Commit:
+        return self._code.head(branch)
+
+    def commits(self, base: str | None, head: str) -> list[Commit]:
+        return self._code.commits(base, head)
+
+    def changed(self, base: str | None, head: str) -> list[str]:
+        return self._code.changed(base, head)
+
+    def checkout(self, sha: str, path: Path) -> None:
+        self._code.checkout(sha, path)
+
+    def remove_checkout(self, path: Path) -> None:
+        self._code.remove_checkout(path)
+
+    def close(self) -> None:
+        self._code.close()
 
 
 class _Cached:
@@ -545,7 +704,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             port=config.http_port,
             readiness=op.readiness,
             webhook_token=config.webhook_token,
-            on_push=op.sync_now.set if config.repo else None,
+            on_push=op.on_push,
         )
         if config.repo:
             op.git_thread = threading.Thread(target=op.git_loop, name="mlgitops-git", daemon=True)

@@ -311,35 +311,63 @@ def render_monitor(
     return [_cronjob(owner, "monitor", mon.schedule, args, ctx)]
 
 
+JOB_TTL_SECONDS = 7 * 24 * 3600  # a finished training Job (and its pod's log) stays a week
+
+
+def training_job_name(owner: str, trigger: str, key: str, attempt: int) -> str:
+    """The Job of one attempt of one training key: the same key always names the same Job, so a
+    second operator (or a restarted one) finds it rather than making another."""
+    digest = hashlib.sha256(f"{trigger}/{key}/{attempt}".encode()).hexdigest()[:10]
+    return child_name(owner, f"train-{digest}")
+
+
 def render_training_job(
-    owner: Owner, spec: ModelDeploymentSpec, model: str, ctx: RenderContext, *, commit: str
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    ctx: RenderContext,
+    *,
+    trigger: str,
+    key: str,
+    attempt: int,
+    commit: str,
+    env: dict[str, str],
+    timeout: float,
 ) -> Obj | None:
-    """A training Job for one code commit. Jobs are immutable: a new commit is a new Job."""
+    """The Job of one training run attempt: ``training.image`` with ``{commit}`` filled in,
+    running ``training.command`` with ``env`` (the run's MLflow ids and the rest) beside the
+    credentials, by Secret reference. Kubernetes ends it at ``timeout`` (activeDeadlineSeconds);
+    it is never retried by Kubernetes (backoffLimit 0: a retry is the next attempt, a run of its
+    own); it is deleted a week after it finished."""
     training = spec.training
     if training is None:
         return None
-    short = commit[:7]
     image = (training.image or ctx.image).replace("{commit}", commit)
     pod = _pod(
         RenderContext(ctx.environment, image, ctx.tracking_uri, ctx.service_account, ctx.data_root),
         args=list(training.command),
         restart="Never",
     )
-    pod["containers"][0]["command"] = pod["containers"][0].pop("args")
-    pod["containers"][0]["env"] += [
-        {"name": "MLGITOPS_CODE_COMMIT", "value": commit},
-        {"name": "MLGITOPS_REGISTERED_MODEL", "value": model},
-    ]
-    meta = _meta(owner, child_name(owner.name, f"train-{short}"), "training")
-    meta["annotations"] = {"mlgitops.io/code-commit": commit}
+    container = pod["containers"][0]
+    container["command"] = container.pop("args")
+    mine = {e["name"] for e in container["env"]}
+    container["env"] += [{"name": k, "value": v} for k, v in sorted(env.items()) if k not in mine]
+    meta = _meta(owner, training_job_name(owner.name, trigger, key, attempt), "training")
+    meta["annotations"] = {
+        "mlgitops.io/code-commit": commit,
+        "mlgitops.io/trigger": trigger,
+        "mlgitops.io/trigger-key": key,
+        "mlgitops.io/attempt": str(attempt),
+    }
+    labels = _labels(owner, "training")
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
         "spec": {
-            "backoffLimit": 1,
-            "ttlSecondsAfterFinished": 7 * 24 * 3600,
-            "template": {"metadata": {"labels": _labels(owner, "training")}, "spec": pod},
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": max(1, int(timeout)),
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
 

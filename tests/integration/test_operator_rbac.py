@@ -72,6 +72,14 @@ DISCOVERY = [
 # Grants (apiGroup, resource, verb) the scenario does not use, each with why it stays. A grant
 # that gets used, or is no longer granted, must leave this list.
 UNUSED: dict[tuple[str, str, str], str] = {
+    **{
+        ("batch", "jobs", verb): (
+            "Training Jobs: this scenario trains nothing (training on Kubernetes needs an MLflow "
+            "tracking server its Jobs reach); tests/integration/test_operator_training.py runs "
+            "one, and the e2e tier does so against the shipped Role."
+        )
+        for verb in ("get", "create", "patch")
+    },
     ("batch", "cronjobs", "delete"): (
         "The operator prunes a CronJob when Git drops batchInference or monitoring; the emulator's "
         "server-side apply merges and never drops a field a manager stopped applying, so this "

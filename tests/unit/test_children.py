@@ -46,13 +46,7 @@ def render(md: ModelDeployment | None = None) -> list[dict[str, Any]]:
 
 def test_every_child_validates_against_kubernetes_1_37() -> None:
     objs = render()
-    job = render_training_job(
-        OWNER,
-        example().spec,
-        "prod.fraud.fraud_detector",
-        CTX,
-        commit="4f2a9c1d3e5b7a9c1d3e5b7a9c1d3e5b7a9c1d3e",
-    )
+    job = training_job(example().spec, "4f2a9c1d3e5b7a9c1d3e5b7a9c1d3e5b7a9c1d3e")
     assert job is not None
     for obj in [*objs, job]:
         kubernetes_validate.validate(obj, "1.37", strict=True)
@@ -73,7 +67,7 @@ def rendered(data: dict[str, Any]) -> str:
     """The children and a training Job of one ModelDeployment, as JSON text (key order too)."""
     spec = ModelDeployment.model_validate(data).spec
     model = f"prod.{spec.model}"
-    job = render_training_job(OWNER, spec, model, CTX, commit="4f2a9c1d3e5b" * 3 + "7a9c")
+    job = training_job(spec, "4f2a9c1d3e5b" * 3 + "7a9c")
     return json.dumps([*render_children(OWNER, spec, model, CTX), job])
 
 
@@ -236,17 +230,39 @@ def test_optional_children_follow_the_spec() -> None:
     assert [o["metadata"]["name"] for o in render(off)] == ["fraud-detector-batch"]  # OWNER's name
 
 
-def test_training_job_is_named_by_commit_and_uses_its_image() -> None:
-    commit = "4f2a9c1d3e5b7a9c1d3e5b7a9c1d3e5b7a9c1d3e"
-    job = render_training_job(
-        OWNER, example().spec, "prod.fraud.fraud_detector", CTX, commit=commit
+def training_job(spec: Any, commit: str, *, attempt: int = 1) -> dict[str, Any] | None:
+    env = {"MLFLOW_RUN_ID": "r1", "MLGITOPS_CODE_COMMIT": commit, "MLFLOW_TRACKING_URI": "x"}
+    return render_training_job(
+        OWNER,
+        spec,
+        CTX,
+        trigger="commit",
+        key=commit,
+        attempt=attempt,
+        commit=commit,
+        env=env,
+        timeout=7200,
     )
+
+
+def test_training_job_is_named_by_its_key_and_runs_the_commits_image() -> None:
+    commit = "4f2a9c1d3e5b7a9c1d3e5b7a9c1d3e5b7a9c1d3e"
+    job = training_job(example().spec, commit)
     assert job is not None
-    assert job["metadata"]["name"] == "fraud-detector-train-4f2a9c1"
+    assert job["metadata"]["name"] == training_job(example().spec, commit)["metadata"]["name"]  # type: ignore[index]
+    assert job["metadata"]["name"].startswith("fraud-detector-train-")
+    again = training_job(example().spec, commit, attempt=2)
+    assert again is not None
+    assert again["metadata"]["name"] != job["metadata"]["name"]  # an attempt is a Job of its own
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"registry.example.com/fraud-train:{commit}"
     assert container["command"] == ["python", "train.py"]
-    assert {"name": "MLGITOPS_CODE_COMMIT", "value": commit} in container["env"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_RUN_ID"] == {"name": "MLFLOW_RUN_ID", "value": "r1"}
+    assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "mlgitops-mlflow"
+    assert [e["name"] for e in container["env"]].count("MLFLOW_TRACKING_URI") == 1
+    assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (0, 7200)
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
 
 
 @pytest.mark.parametrize("owner", ["a" * 63, "model-" + "x" * 50])

@@ -60,6 +60,7 @@ NAMESPACED_GRANT: dict[tuple[str, str], set[str]] = {
     ("apps", "deployments"): APPLIED | WATCHED,  # children: watched for drift and rollouts
     ("", "services"): APPLIED | WATCHED,
     ("batch", "cronjobs"): APPLIED | WATCHED,
+    ("batch", "jobs"): (APPLIED - {"delete"}) | WATCHED,  # training runs; their TTL deletes them
     ("", "events"): {"create"},
 }
 BUILT_IN_ROLES = {"cluster-admin", "admin", "edit", "view"}

@@ -1,0 +1,229 @@
+"""Training on Kubernetes: the operator runs a training key as a Job, once, and adopts its model.
+
+The real operator against the API emulator and a real ``mlflow server``; the code repository is
+a real Git repository (the example training project). The emulator has no Job controller and no
+kubelet, so the test plays them: it runs the Job's container as the pod would (its command, in a
+checkout of the commit, with the Job's environment) and then reports the Job's outcome in its
+status, as the Job controller would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import PROJECT, MlflowServer, RegistryView, free_port, git, wait_for
+from tests.integration.test_operator import (
+    NS,
+    OPERATOR,
+    cluster,
+    condition,
+    get,
+    merge_patch,
+    start_operator,
+)
+from tests.k8s.fixtures import Cluster
+
+__all__ = ["cluster"]
+FRAUD = "prod.fraud.fraud_detector"
+
+
+@pytest.fixture
+def server(state_dir: Path, tmp_path: Path) -> Iterator[MlflowServer]:
+    """The test's registry (the seeded store) behind a real tracking server the Jobs reach."""
+    mlflow = MlflowServer(state_dir / "mlflow.db", tmp_path / "artifacts", free_port())
+    mlflow.start()
+    yield mlflow
+    mlflow.stop()
+
+
+@pytest.fixture
+def code(tmp_path: Path) -> Path:
+    path = tmp_path / "fraud-code"
+    shutil.copytree(PROJECT / "examples/fraud_project", path)
+    git(path, "init", "-q", "-b", "release")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "The fraud detector's training code")
+    return path
+
+
+def apply_environment(cluster: Cluster, uri: str) -> None:
+    doc = yaml.safe_load((PROJECT / "environments/prod/environment.yaml").read_text())
+    doc["spec"]["registry"] = {"trackingUri": uri}
+    doc["spec"]["namespace"] = NS
+    cluster.kubectl("apply", "--validate=false", "-n", NS, "-f", "-", input=yaml.safe_dump(doc))
+
+
+def apply_deployment(cluster: Cluster, code: Path, **training: Any) -> None:
+    doc = yaml.safe_load((PROJECT / "environments/prod/fraud-detector.yaml").read_text())
+    doc["spec"].pop("batchInference", None)
+    doc["spec"].pop("monitoring", None)
+    doc["spec"]["training"] = {
+        "source": {"repo": str(code), "branch": "release", "paths": ["train.py", "params.json"]},
+        "command": ["python", "train.py"],
+        "image": "registry.example.com/fraud-train:{commit}",
+        "retries": 0,
+        **training,
+    }
+    cluster.kubectl("apply", "--validate=false", "-n", NS, "-f", "-", input=yaml.safe_dump(doc))
+
+
+def jobs(cluster: Cluster) -> list[dict[str, Any]]:
+    listed = json.loads(cluster.kubectl("get", "jobs", "-n", NS, "-o", "json").stdout)
+    return list(listed["items"])
+
+
+def play_pod(job: dict[str, Any], code: Path, workdir: Path) -> int:
+    """Run the Job's container as its pod would: the command, in the commit, with its env."""
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    commit = job["metadata"]["annotations"]["mlgitops.io/code-commit"]
+    assert container["image"] == f"registry.example.com/fraud-train:{commit}"
+    checkout = workdir / job["metadata"]["name"]
+    git(code, "worktree", "add", "-q", "--detach", str(checkout), commit)
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    done = subprocess.run(
+        container["command"],
+        cwd=checkout,
+        env={**os.environ, **env, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.returncode
+
+
+def report(cluster: Cluster, job: dict[str, Any], *, succeeded: bool) -> None:
+    """The Job controller's verdict in the Job's status."""
+    kind = "Complete" if succeeded else "Failed"
+    status = {
+        "conditions": [{"type": kind, "status": "True", "reason": "Played"}],
+        "succeeded" if succeeded else "failed": 1,
+    }
+    merge_patch(
+        cluster, "job", job["metadata"]["name"], json.dumps({"status": status}), status=True
+    )
+
+
+def test_a_commit_trains_once_as_a_job_and_its_model_becomes_a_pending_version(
+    cluster: Cluster,
+    server: MlflowServer,
+    state_dir: Path,
+    tmp_path: Path,
+    code: Path,
+    registry: RegistryView,
+) -> None:
+    apply_environment(cluster, server.url)
+    apply_deployment(cluster, code)
+    op = start_operator(cluster, state_dir, tmp_path / "operator.log", "--namespace", NS)
+    try:
+        [job] = wait_for("a training Job", lambda: jobs(cluster), timeout=90)
+        head = git(code, "rev-parse", "HEAD")
+        assert job["metadata"]["ownerReferences"][0]["name"] == "fraud-detector"
+        assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (0, 7200)
+        assert job["spec"]["ttlSecondsAfterFinished"] > 0
+        env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["MLGITOPS_CODE_COMMIT"]["value"] == head
+        assert env["MLGITOPS_REGISTERED_MODEL"]["value"] == FRAUD
+        assert env["MLFLOW_TRACKING_URI"]["value"] == server.url
+        assert "value" not in env["MLFLOW_TRACKING_TOKEN"]  # by Secret reference only
+        run_id = env["MLFLOW_RUN_ID"]["value"]
+        md = wait_for(
+            "Training condition",
+            lambda: condition(get(cluster, "modeldeployment", "fraud-detector"), "Training"),
+        )
+        assert run_id in md["message"]
+
+        # The operator restarts while the Job runs: the same run, the same Job, no second one.
+        op.stop()
+        op = start_operator(cluster, state_dir, tmp_path / "operator2.log", "--namespace", NS)
+        wait_for("the operator back", op.healthy, timeout=60)
+
+        assert play_pod(job, code, tmp_path / "pods") == 0
+        report(cluster, job, succeeded=True)
+        md = wait_for(
+            "trained",
+            lambda: (
+                (m := get(cluster, "modeldeployment", "fraud-detector"))
+                and ((m.get("status") or {}).get("training") or {}).get("lastRun")
+                and m
+            ),
+            timeout=60,
+        )
+        last = md["status"]["training"]["lastRun"]
+        assert (last["state"], last["version"], last["runId"]) == ("Succeeded", "4", run_id)
+        assert md["status"]["training"]["lastTrainedCommit"] == head
+        assert condition(md, "Training") is None
+        tags = registry.tags(FRAUD, "4")
+        assert tags["model_validation_status"] == "PENDING"
+        assert (tags["mlgitops.trigger"], tags["mlgitops.code_commit"]) == ("commit", head)
+        assert len(jobs(cluster)) == 1
+        events = json.loads(cluster.kubectl("get", "events", "-n", NS, "-o", "json").stdout)
+        reasons = {e["reason"] for e in events["items"]}
+        assert {"TrainingStarted", "TrainingSucceeded"} <= reasons
+    finally:
+        op.stop()
+
+
+def test_a_failed_job_is_reported(
+    cluster: Cluster, server: MlflowServer, state_dir: Path, tmp_path: Path, code: Path
+) -> None:
+    apply_environment(cluster, server.url)
+    apply_deployment(cluster, code)
+    op = start_operator(cluster, state_dir, tmp_path / "operator.log", "--namespace", NS)
+    try:
+        [job] = wait_for("a training Job", lambda: jobs(cluster), timeout=90)
+        report(cluster, job, succeeded=False)
+        md = wait_for(
+            "failed",
+            lambda: (
+                (m := get(cluster, "modeldeployment", "fraud-detector"))
+                and (((m.get("status") or {}).get("training") or {}).get("lastRun") or {}).get(
+                    "state"
+                )
+                == "Failed"
+                and m
+            ),
+            timeout=60,
+        )
+        assert md["status"]["training"]["lastRun"]["reason"].startswith("Job ")
+        events = json.loads(cluster.kubectl("get", "events", "-n", NS, "-o", "json").stdout)
+        assert "TrainingFailed" in {e["reason"] for e in events["items"]}
+        assert len(jobs(cluster)) == 1  # retries: 0
+    finally:
+        op.stop()
+
+
+def test_an_image_without_commit_blocks_training_with_the_field_named(
+    cluster: Cluster, server: MlflowServer, state_dir: Path, tmp_path: Path, code: Path
+) -> None:
+    apply_environment(cluster, server.url)
+    apply_deployment(cluster, code, image="registry.example.com/fraud-train:latest")
+    op = start_operator(cluster, state_dir, tmp_path / "operator.log", "--namespace", NS)
+    try:
+        md = wait_for(
+            "failed",
+            lambda: (
+                (m := get(cluster, "modeldeployment", "fraud-detector"))
+                and (((m.get("status") or {}).get("training") or {}).get("lastRun") or {}).get(
+                    "state"
+                )
+                == "Failed"
+                and m
+            ),
+            timeout=60,
+        )
+        assert "spec.training.image" in md["status"]["training"]["lastRun"]["reason"]
+        assert jobs(cluster) == []
+    finally:
+        op.stop()
+
+
+_ = OPERATOR

@@ -15,11 +15,23 @@ from tests.integration.test_operator import (
     test_invalid_document_is_stalled_with_the_field_named,
     test_modeldeployment_lifecycle,
 )
+from tests.integration.test_operator_training import (
+    code,
+    server,
+    test_a_commit_trains_once_as_a_job_and_its_model_becomes_a_pending_version,
+    test_a_failed_job_is_reported,
+    test_an_image_without_commit_blocks_training_with_the_field_named,
+)
 
 __all__ = [
+    "code",
     "operator",
     "rollouts",
+    "server",
+    "test_a_commit_trains_once_as_a_job_and_its_model_becomes_a_pending_version",
     "test_a_delete_never_waits_for_the_operator",
+    "test_a_failed_job_is_reported",
+    "test_an_image_without_commit_blocks_training_with_the_field_named",
     "test_git_sync_applies_prunes_restores_and_rejects_bad_revisions",
     "test_invalid_document_is_stalled_with_the_field_named",
     "test_modeldeployment_lifecycle",

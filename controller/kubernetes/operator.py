@@ -244,9 +244,9 @@ class Operator:
     def only_echoes(self, key: Key) -> bool:
         """True when ``key`` is due only because of events echoing our own child writes."""
         with self.lock:
+            events = self.child_wakes.pop(key, [])  # this pass covers them, whatever woke it
             if self.wakes.get(key, "idle") != "child":
                 return False
-            events = self.child_wakes.pop(key, [])
             echoes = all(rv and self.written.get((k, ns, n)) == rv for k, ns, n, rv in events)
             if echoes:
                 self.wakes.pop(key, None)

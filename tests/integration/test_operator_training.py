@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,54 @@ def test_a_commit_trains_once_as_a_job_and_its_model_becomes_a_pending_version(
         events = json.loads(cluster.kubectl("get", "events", "-n", NS, "-o", "json").stdout)
         reasons = {e["reason"] for e in events["items"]}
         assert {"TrainingStarted", "TrainingSucceeded"} <= reasons
+    finally:
+        op.stop()
+
+
+def test_a_push_to_the_code_repository_trains_at_once(
+    cluster: Cluster, server: MlflowServer, state_dir: Path, tmp_path: Path, code: Path
+) -> None:
+    """The code repository is fetched once per poll interval (10 minutes here), or at once when
+    the webhook gets a signed push naming it."""
+    import hashlib
+    import hmac
+
+    apply_environment(cluster, server.url)
+    apply_deployment(cluster, code)
+    token = "webhook-secret"
+    op = start_operator(
+        cluster,
+        state_dir,
+        tmp_path / "operator.log",
+        "--namespace",
+        NS,
+        "--poll-interval",
+        "600",
+        token=token,
+    )
+    try:
+        [first] = wait_for("a training Job", lambda: jobs(cluster), timeout=90)
+        assert play_pod(first, code, tmp_path / "pods") == 0
+        report(cluster, first, succeeded=True)
+        wait_for(
+            "trained",
+            lambda: (
+                ((get(cluster, "modeldeployment", "fraud-detector") or {}).get("status") or {}).get(
+                    "training"
+                )
+                or {}
+            ).get("lastRun"),
+            timeout=60,
+        )
+        (code / "params.json").write_text('{"C": 0.3}\n')
+        git(code, "commit", "-q", "-am", "C=0.3")
+        time.sleep(3)
+        assert len(jobs(cluster)) == 1  # not fetched: the poll is 10 minutes away
+        payload = json.dumps({"ref": "refs/heads/release", "repository": {"clone_url": str(code)}})
+        body = payload.encode()
+        signature = "sha256=" + hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+        assert op.post("/webhook", body, {"X-Hub-Signature-256": signature}) == 202
+        wait_for("a Job for the pushed commit", lambda: len(jobs(cluster)) == 2, timeout=20)
     finally:
         op.stop()
 

@@ -307,3 +307,24 @@ def _tags_or_none(registry: RegistryView, version: str) -> dict[str, str] | None
 
 
 _: Callable[..., object] = train_from
+
+
+def test_a_schedule_trains_the_head_once_per_slot(
+    repo: ConfigRepo, state_dir: Path, code: CodeRepoDir
+) -> None:
+    from croniter import croniter
+
+    train_from(repo, code.path, retries=0, schedule="0 3 * * *")
+    start = dt.datetime.now(dt.UTC)
+    harness = Harness(repo, state_dir, [start])
+    harness.settle()  # the head, trained once when first seen
+    slot = croniter("0 3 * * *", start).get_next(dt.datetime)
+    harness.clock[0] = slot + dt.timedelta(minutes=5)
+    harness.settle()
+    harness.clock[0] = slot + dt.timedelta(hours=2)  # the same slot again: nothing
+    harness.settle()
+    harness.clock[0] = slot + dt.timedelta(days=3, hours=1)  # three slots missed: one run
+    harness.settle()
+    keys = [(r.tags[TAG_TRIGGER], r.tags[TAG_KEY]) for r in harness.runs()]
+    newest = (slot + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert keys[1:] == [("schedule", slot.strftime("%Y-%m-%dT%H:%M:%SZ")), ("schedule", newest)]

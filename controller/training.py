@@ -183,30 +183,13 @@ def training_pass(
     decision = training.plan(
         spec,
         training.Observed(
-            runs=tuple(finished),
-            head=head,
-            now=now,
-            since=since,
-            changed=changed,
-            commits=commits,
-            manual=manual,
-            retrain=retrain,
+            tuple(finished), head, now, since, changed, commits, manual=manual, retrain=retrain
         ),
     )
     result = TrainingResult(TrainingStatus(problem=problem), events)
     if decision.start is not None:
         request = decision.start
-        tags = {
-            **ident,
-            TAG_TRIGGER: request.trigger,
-            TAG_KEY: request.key,
-            TAG_ATTEMPT: str(request.attempt),
-            TAG_REPO: redact(spec.source.repo),
-            TAG_COMMIT: request.commit,
-            TAG_BRANCH: spec.source.branch,
-        }
-        if request.skipped:
-            tags[TAG_SKIPPED] = ",".join(request.skipped)
+        tags = run_tags(env_name, name, spec, request)
         # Looked for again just before creating: the pair must not exist yet.
         again = tracking.search_runs(
             experiment_id=experiment,
@@ -219,7 +202,7 @@ def training_pass(
         )
         if not again:
             run = tracking.create_run(
-                experiment_id=experiment, tags=tags, name=_run_name(name, request)
+                experiment_id=experiment, tags=tags, name=run_name(name, request)
             )
             run = start(run)
             result.started = run
@@ -231,7 +214,26 @@ def training_pass(
     return result
 
 
-def _run_name(name: str, request: RunRequest) -> str:
+def run_tags(
+    environment: str, name: str, spec: TrainingSpec, request: RunRequest
+) -> dict[str, str]:
+    """The tags a training run is created with: what identifies it, and what it trains."""
+    tags = {
+        TAG_ENVIRONMENT: environment,
+        TAG_DEPLOYMENT: name,
+        TAG_TRIGGER: request.trigger,
+        TAG_KEY: request.key,
+        TAG_ATTEMPT: str(request.attempt),
+        TAG_REPO: redact(spec.source.repo),
+        TAG_COMMIT: request.commit,
+        TAG_BRANCH: spec.source.branch,
+    }
+    if request.skipped:
+        tags[TAG_SKIPPED] = ",".join(request.skipped)
+    return tags
+
+
+def run_name(name: str, request: RunRequest) -> str:
     key = request.key[:12] if request.trigger == "commit" else request.key
     suffix = f"-attempt{request.attempt}" if request.attempt > 1 else ""
     return f"{name}-{request.trigger}-{key}{suffix}"

@@ -67,19 +67,8 @@ def train(
     """
     from controller.engine import load_desired
     from controller.local.training import LocalTraining
-    from controller.pipeline.training import (
-        TAG_ATTEMPT,
-        TAG_BRANCH,
-        TAG_COMMIT,
-        TAG_DEPLOYMENT,
-        TAG_ENVIRONMENT,
-        TAG_KEY,
-        TAG_REPO,
-        TAG_TRIGGER,
-        outcome,
-    )
-    from controller.redact import redact
-    from controller.training import experiment_name
+    from controller.pipeline.training import RunRequest, outcome
+    from controller.training import experiment_name, run_name, run_tags
 
     state = state_for(state_dir)
     source = source_for(repo, state)
@@ -97,20 +86,12 @@ def train(
         sha = commit or code.head(spec.source.branch).sha
         tracking = tracking_factory(state)(desired.environment.spec.registry.tracking_uri)
         experiment = tracking.experiment_id(experiment_name(env, name))
-        key = f"manual-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+        key = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")  # a manual run's id
+        request = RunRequest("manual", key, sha)
         run = tracking.create_run(
             experiment_id=experiment,
-            name=f"{name}-manual-{key.removeprefix('manual-')}",
-            tags={
-                TAG_ENVIRONMENT: env,
-                TAG_DEPLOYMENT: name,
-                TAG_TRIGGER: "manual",
-                TAG_KEY: key,
-                TAG_ATTEMPT: "1",
-                TAG_REPO: redact(spec.source.repo),
-                TAG_COMMIT: sha,
-                TAG_BRANCH: spec.source.branch,
-            },
+            name=run_name(name, request),
+            tags=run_tags(env, name, spec, request),
         )
         out.print(f"queued run {run.run_id} (manual {key}) at {sha[:12]}", markup=False)
         if not wait:

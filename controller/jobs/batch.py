@@ -147,11 +147,4 @@ def run_batch(
         chunk = next(chunks, None)
     # An empty input still replaces an earlier attempt at this batch.
     output_version = finish_window(window, clear=rows == 0)
-    return BatchResult(
-        model=name,
-        version=version,
-        batch_id=batch_id,
-        rows=rows,
-        output=output_uri,
-        output_version=output_version,
-    )
+    return BatchResult(name, version, batch_id, rows, output_uri, output_version)

@@ -69,15 +69,8 @@ def load(
     # auto: on the event loop only when every format of the input example scored fast; a slow
     # model would stall the loop (and /ping) while it predicts. NaN (no example) is not fast.
     run_inline = scorer.slowest_ms < inline_below_ms if inline == "auto" else inline == "inline"
-    loaded = LoadedModel(
-        uri=uri,
-        resolved_uri=resolved_uri,
-        name=name,
-        version=version,
-        scorer=scorer,
-        inline=run_inline,
-        load_seconds=time.monotonic() - started,
-    )
+    elapsed = time.monotonic() - started
+    loaded = LoadedModel(uri, resolved_uri, name, version, scorer, run_inline, elapsed)
     log.info(
         "loaded %s (%s version %s) in %.2fs; fast path %s; slowest example %.1f ms; predicting %s",
         uri,

@@ -146,6 +146,18 @@ def report(cluster: Cluster, job: dict[str, Any], *, succeeded: bool) -> None:
         )
 
 
+def last_run(cluster: Cluster) -> dict[str, Any] | None:
+    """status.training.lastRun of the fraud detector, once there is one."""
+    md = get(cluster, "modeldeployment", "fraud-detector") or {}
+    run = ((md.get("status") or {}).get("training") or {}).get("lastRun")
+    return dict(run) if run else None
+
+
+def failed_run(cluster: Cluster) -> dict[str, Any] | None:
+    run = last_run(cluster)
+    return run if run and run["state"] == "Failed" else None
+
+
 def test_a_commit_trains_once_as_a_job_and_its_model_becomes_a_pending_version(
     cluster: Cluster,
     server: MlflowServer,
@@ -231,16 +243,7 @@ def test_a_push_to_the_code_repository_trains_at_once(
         [first] = wait_for("a training Job", lambda: jobs(cluster), timeout=90)
         assert play_pod(first, code, tmp_path / "pods") == 0
         report(cluster, first, succeeded=True)
-        wait_for(
-            "trained",
-            lambda: (
-                ((get(cluster, "modeldeployment", "fraud-detector") or {}).get("status") or {}).get(
-                    "training"
-                )
-                or {}
-            ).get("lastRun"),
-            timeout=60,
-        )
+        wait_for("trained", lambda: last_run(cluster), timeout=60)
         (code / "params.json").write_text('{"C": 0.3}\n')
         git(code, "commit", "-q", "-am", "C=0.3")
         time.sleep(3)
@@ -263,19 +266,8 @@ def test_a_failed_job_is_reported(
     try:
         [job] = wait_for("a training Job", lambda: jobs(cluster), timeout=90)
         report(cluster, job, succeeded=False)
-        md = wait_for(
-            "failed",
-            lambda: (
-                (m := get(cluster, "modeldeployment", "fraud-detector"))
-                and (((m.get("status") or {}).get("training") or {}).get("lastRun") or {}).get(
-                    "state"
-                )
-                == "Failed"
-                and m
-            ),
-            timeout=60,
-        )
-        assert md["status"]["training"]["lastRun"]["reason"].startswith("Job ")
+        last = wait_for("failed", lambda: failed_run(cluster), timeout=60)
+        assert last["reason"].startswith("Job ")
         events = json.loads(cluster.kubectl("get", "events", "-n", NS, "-o", "json").stdout)
         assert "TrainingFailed" in {e["reason"] for e in events["items"]}
         assert len(jobs(cluster)) == 1  # retries: 0
@@ -290,19 +282,8 @@ def test_an_image_without_commit_blocks_training_with_the_field_named(
     apply_deployment(cluster, code, image="registry.example.com/fraud-train:latest")
     op = start_operator(cluster, state_dir, tmp_path / "operator.log", "--namespace", NS)
     try:
-        md = wait_for(
-            "failed",
-            lambda: (
-                (m := get(cluster, "modeldeployment", "fraud-detector"))
-                and (((m.get("status") or {}).get("training") or {}).get("lastRun") or {}).get(
-                    "state"
-                )
-                == "Failed"
-                and m
-            ),
-            timeout=60,
-        )
-        assert "spec.training.image" in md["status"]["training"]["lastRun"]["reason"]
+        last = wait_for("failed", lambda: failed_run(cluster), timeout=60)
+        assert "spec.training.image" in last["reason"]
         assert jobs(cluster) == []
     finally:
         op.stop()

@@ -328,3 +328,35 @@ def test_a_schedule_trains_the_head_once_per_slot(
     keys = [(r.tags[TAG_TRIGGER], r.tags[TAG_KEY]) for r in harness.runs()]
     newest = (slot + dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert keys[1:] == [("schedule", slot.strftime("%Y-%m-%dT%H:%M:%SZ")), ("schedule", newest)]
+
+
+def test_mlgitops_train_queues_a_manual_run_the_controller_starts(
+    harness: Harness, repo: ConfigRepo, state_dir: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from controller.cli import app
+
+    harness.settle()  # the head, trained when first seen
+
+    def mlgitops(*args: str) -> Any:
+        argv = [*args, "--repo", str(repo.path), "--state-dir", str(state_dir)]
+        return CliRunner().invoke(app, argv, catch_exceptions=False)
+
+    queued = mlgitops("train", "fraud-detector", "--env", "prod")
+    assert queued.exit_code == 0, queued.stderr
+    assert queued.stdout.startswith("queued run ")
+    # The controller's next pass starts the queued run (created, never started), once.
+    started = harness.apply()
+    assert started.in_flight is not None
+    assert started.in_flight.trigger == "manual"
+    status = harness.settle()
+    assert status.last_run is not None
+    assert (status.last_run.trigger, status.last_run.state) == ("manual", "Succeeded")
+    listed = mlgitops("runs", "fraud-detector", "--env", "prod")
+    assert listed.exit_code == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert [(r[1], r[4]) for r in rows] == [("commit", "Succeeded"), ("manual", "Succeeded")]
+    unknown = mlgitops("train", "no-such-model", "--env", "prod")
+    assert unknown.exit_code == 2
+    assert "no ModelDeployment named 'no-such-model'" in unknown.stderr

@@ -36,6 +36,7 @@ from controller.pipeline.training import (
     TAG_OUTCOME,
     TAG_REASON,
     TAG_REPO,
+    TAG_RETRAIN_DUE,
     TAG_SKIPPED,
     TAG_STARTED,
     TAG_TRIGGER,
@@ -108,7 +109,6 @@ def training_pass(
     now: dt.datetime,
     since: dt.datetime,
     manual: tuple[str, ...] = (),
-    retrain: tuple[str, ...] = (),
 ) -> TrainingResult:
     """One pass over ``name``'s training. Raises nothing for domain errors: see ``.error``."""
     env_name = environment.metadata.name
@@ -117,6 +117,7 @@ def training_pass(
     try:
         experiment = tracking.experiment_id(experiment_name(env_name, name))
         runs = tracking.search_runs(experiment_id=experiment, tags=ident)
+        due = tracking.model_tags(registered_model).get(TAG_RETRAIN_DUE)
     except Unavailable as exc:
         return TrainingResult(TrainingStatus(problem=str(exc)), error=exc)
 
@@ -183,7 +184,14 @@ def training_pass(
     decision = training.plan(
         spec,
         training.Observed(
-            tuple(finished), head, now, since, changed, commits, manual=manual, retrain=retrain
+            tuple(finished),
+            head,
+            now,
+            since,
+            changed,
+            commits,
+            manual=manual,
+            retrain=(due,) if due else (),
         ),
     )
     result = TrainingResult(TrainingStatus(problem=problem), events)

@@ -14,9 +14,11 @@ from controller.cli.options import (
     out,
     resolve_tracking_uri,
     state_for,
+    tracking_factory,
 )
 from controller.errors import JobError
 from controller.redact import redact
+from controller.state import StateDir
 
 
 def batch(
@@ -213,9 +215,43 @@ def monitor(
     if result.skipped:
         out.print(f"not compared: {', '.join(result.skipped)}", markup=False)
     if retrain_violations:
+        since = f" since {result.last_due}" if result.last_due else ""
         out.print(
             f"retraining {'due' if result.retrain_due else 'not due'}: {result.drifted_windows} "
-            f"of the last {result.windows} windows drifted (due at {retrain_violations})",
+            f"of the last {result.windows} windows{since} drifted (due at {retrain_violations})",
             markup=False,
         )
+    if result.retrain_due and model is not None:
+        _mark_retrain_due(model, result.window, resolve_tracking_uri(tracking_uri, state), state)
     out.print(f"report: {result.report}", markup=False)
+
+
+def _mark_retrain_due(model: str, window: str, tracking_uri: str, state: StateDir) -> None:
+    """Tag the registered model with the window that made retraining due: the controller of
+    the environment trains once for it (a rerun of the window sets the same value)."""
+    from controller.errors import MlgitopsError
+    from controller.pipeline.training import TAG_RETRAIN_DUE
+
+    name = registered_name(model)
+    if name is None:
+        out.print(f"retraining due, but {model} names no registered model to tag", markup=False)
+        return
+    try:
+        tracking_factory(state)(tracking_uri).set_model_tag(
+            model=name, key=TAG_RETRAIN_DUE, value=window
+        )
+    except MlgitopsError as exc:
+        fail([f"monitor: cannot mark retraining due on {name}: {redact(str(exc))}"])
+    out.print(f"tagged {name} {TAG_RETRAIN_DUE}={window}: its controller trains once", markup=False)
+
+
+def registered_name(model_uri: str) -> str | None:
+    """``prod.fraud.m`` of ``models:/prod.fraud.m@champion`` or ``models:/prod.fraud.m/3``."""
+    if not model_uri.startswith("models:/"):
+        return None
+    rest = model_uri.removeprefix("models:/")
+    if "@" in rest:
+        return rest.split("@", 1)[0] or None
+    if "/" in rest:  # a version; with neither, ``rest`` is a logged model's id
+        return rest.rsplit("/", 1)[0] or None
+    return None

@@ -9,9 +9,12 @@ statistic exceeds the threshold.
 
 Every run adds one row per feature to a report Delta table, keyed by the window (the batch id),
 and replaces an earlier report of the same window, so a retried Job counts once. Retraining is
-due when at least ``violations`` of the last ``windows`` windows in the report drifted (the
-ModelDeployment's ``monitoring.retrain``); the run says so, and the training runs that would
-act on it are not built yet. Drift is a finding, not a failure: the exit code is 0 either way.
+due at a window when at least ``violations`` of the last ``windows`` windows drifted (the
+ModelDeployment's ``monitoring.retrain``), counting only windows after the one that last made it
+due: one stretch of drift makes retraining due once, and a drift that outlasts the retraining
+makes it due again only after ``violations`` more drifted windows. ``mlgitops monitor`` then
+tags the registered model with the window, and the controller trains once for it. Drift is a
+finding, not a failure: the exit code is 0 either way.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from controller.errors import JobError, one_line
 from controller.jobs.batch import ADDED_COLUMNS
 from controller.lake.tables import Window, open_dataset, write_window
 
-__all__ = ["FeatureDrift", "MonitorResult", "ks", "psi", "run_monitor"]
+__all__ = ["FeatureDrift", "MonitorResult", "due_windows", "ks", "psi", "run_monitor"]
 
 BINS = 10
 _EPS = 1e-4  # floor of a bin's share, so an empty bin counts as rare rather than infinite
@@ -57,6 +60,7 @@ class MonitorResult:
     drifted_windows: int = 0  # of the last ``windows`` in the report, this one included
     windows: int = 0
     retrain_due: bool = False
+    last_due: str | None = None  # the window that last made retraining due before this one
     skipped: list[str] = field(default_factory=list)  # features missing from a table
 
     @property
@@ -90,6 +94,23 @@ def psi(baseline: pd.Series, current: pd.Series) -> float:
 def ks(baseline: pd.Series, current: pd.Series) -> float:
     """The two-sample Kolmogorov-Smirnov statistic (the largest gap between the two CDFs)."""
     return float(stats.ks_2samp(baseline.dropna(), current.dropna()).statistic)
+
+
+def due_windows(drifted: list[bool], violations: int, windows: int) -> list[tuple[int, bool]]:
+    """For each window in time order: (drifted windows counted, retraining due there).
+
+    A window counts the last ``windows`` windows up to itself that came after the last window
+    at which retraining was due; it is due when ``violations`` of them drifted.
+    """
+    out: list[tuple[int, bool]] = []
+    since = 0  # index of the first window after the last due one
+    for i in range(len(drifted)):
+        counted = drifted[max(since, i + 1 - windows) : i + 1]
+        due = sum(counted) >= violations
+        out.append((sum(counted), due))
+        if due:
+            since = i + 1
+    return out
 
 
 def _window(dataset: Any) -> tuple[str, pd.DataFrame]:
@@ -178,10 +199,19 @@ def run_monitor(
         return result
     violations, windows = retrain
     per_window = history.groupby("window").agg(drifted=("drifted", "any"), at=("checked_at", "max"))
-    last = per_window.sort_values("at").tail(windows)
-    drifted = int(last["drifted"].sum())
+    ordered = per_window.sort_values("at")
+    verdicts = due_windows([bool(d) for d in ordered["drifted"]], violations, windows)
+    names = [str(w) for w in ordered.index]
+    here = names.index(window)
+    earlier = [names[i] for i in range(here) if verdicts[i][1]]
+    since = names.index(earlier[-1]) + 1 if earlier else 0
+    counted, due = verdicts[here]
     return dataclasses.replace(
-        result, drifted_windows=drifted, windows=len(last), retrain_due=drifted >= violations
+        result,
+        drifted_windows=counted,
+        windows=min(windows, here + 1 - since),
+        retrain_due=due,
+        last_due=earlier[-1] if earlier else None,
     )
 
 

@@ -55,6 +55,9 @@ TAG_STARTED = "mlgitops.started"  # set once the runner started it: a run withou
 # "failed". A run without it is in flight, whatever MLflow's own status says (a script that
 # exits normally leaves its run FINISHED before the controller has adopted its model).
 TAG_OUTCOME = "mlgitops.outcome"
+# On the registered model: the monitoring window that last made retraining due (set by the
+# monitoring job, read by the controller, which trains once per window).
+TAG_RETRAIN_DUE = "mlgitops.retrain_due"
 
 
 def outcome(run: TrainingRun) -> str | None:

@@ -121,7 +121,9 @@ def _logged_model(model: Any) -> LoggedModelRecord:
 
 def _model(model: Any) -> ModelRecord:
     return ModelRecord(
-        name=str(model.name), aliases={str(k): str(v) for k, v in (model.aliases or {}).items()}
+        name=str(model.name),
+        aliases={str(k): str(v) for k, v in (model.aliases or {}).items()},
+        tags={str(k): str(v) for k, v in (model.tags or {}).items()},
     )
 
 
@@ -181,6 +183,9 @@ class ClientTransport:
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self._run(lambda: self._writer.set_model_version_tag(name, version, key, value))
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self._run(lambda: self._writer.set_registered_model_tag(name, key, value))
 
     # -- training ------------------------------------------------------------------------------
 

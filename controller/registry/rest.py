@@ -64,6 +64,7 @@ def _model(body: dict[str, Any]) -> ModelRecord:
     return ModelRecord(
         name=str(body["name"]),
         aliases={str(a["alias"]): str(a["version"]) for a in body.get("aliases") or ()},
+        tags={str(t["key"]): str(t.get("value", "")) for t in body.get("tags") or ()},
     )
 
 
@@ -232,6 +233,10 @@ class RestTransport:
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         body = {"name": name, "version": version, "key": key, "value": value}
         self._request("POST", "model-versions/set-tag", body)
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        body = {"name": name, "key": key, "value": value}
+        self._request("POST", "registered-models/set-tag", body)
 
     # -- training ------------------------------------------------------------------------------
 

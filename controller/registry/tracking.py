@@ -246,3 +246,10 @@ class MlflowTracking:
     def set_version_tags(self, *, model: str, version: str, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
             self._call(functools.partial(self._t.set_version_tag, model, version, key, value))
+
+    def model_tags(self, model: str) -> dict[str, str]:
+        found = self._call(lambda: self._t.get_model(model))
+        return {} if found is None else dict(found.tags)
+
+    def set_model_tag(self, *, model: str, key: str, value: str) -> None:
+        self._call(functools.partial(self._t.set_model_tag, model, key, value))

@@ -70,7 +70,9 @@ def shifted(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return out
 
 
-def test_drift_per_window_and_retraining_after_n_of_m(run: Callable[..., Ran], lake: Path) -> None:
+def test_drift_per_window_and_retraining_after_n_of_m(
+    run: Callable[..., Ran], lake: Path, registry: RegistryView
+) -> None:
     features, _ = dataset("classifier")
     same = features.sample(300, random_state=1)
     drift = shifted(features.sample(300, random_state=2), ["mean_radius", "worst_area"])
@@ -97,11 +99,24 @@ def test_drift_per_window_and_retraining_after_n_of_m(run: Callable[..., Ran], l
     score(run, lake, "b3", drift)
     third = run(*cronjob_args("monitor"))
     assert "retraining due: 2 of the last 3 windows drifted (due at 2)" in third.stdout
+    # The registered model carries the window; its controller trains once for it.
+    assert f"tagged {FRAUD} mlgitops.retrain_due=b3" in third.stdout
+    assert registry.client.get_registered_model(FRAUD).tags["mlgitops.retrain_due"] == "b3"
+
+    # Drift outlasting the retraining: due again only after two more drifted windows.
+    score(run, lake, "b4", drift)
+    fourth = run(*cronjob_args("monitor"))
+    assert "retraining not due: 1 of the last 1 windows since b3 drifted" in fourth.stdout
+    assert registry.client.get_registered_model(FRAUD).tags["mlgitops.retrain_due"] == "b3"
+    score(run, lake, "b5", drift)
+    fifth = run(*cronjob_args("monitor"))
+    assert "retraining due: 2 of the last 2 windows since b3 drifted" in fifth.stdout
+    assert registry.client.get_registered_model(FRAUD).tags["mlgitops.retrain_due"] == "b5"
 
     report = DeltaTable(str(lake / "prod/fraud/scores_daily_drift")).to_pandas()
-    assert report.groupby("window").size().to_dict() == {"b1": 30, "b2": 30, "b3": 30}
+    assert report.groupby("window").size().to_dict() == {f"b{i}": 30 for i in range(1, 6)}
     drifted = report[report.drifted]
-    assert set(drifted["window"]) == {"b2", "b3"}
+    assert set(drifted["window"]) == {"b2", "b3", "b4", "b5"}
     assert set(drifted["feature"]) == {"mean_radius", "worst_area"}
     assert (report[report.window == "b1"]["statistic"] < 0.2).all()
 

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -306,9 +305,6 @@ def _tags_or_none(registry: RegistryView, version: str) -> dict[str, str] | None
         return None
 
 
-_: Callable[..., object] = train_from
-
-
 def test_a_schedule_trains_the_head_once_per_slot(
     repo: ConfigRepo, state_dir: Path, code: CodeRepoDir
 ) -> None:
@@ -360,3 +356,45 @@ def test_mlgitops_train_queues_a_manual_run_the_controller_starts(
     unknown = mlgitops("train", "no-such-model", "--env", "prod")
     assert unknown.exit_code == 2
     assert "no ModelDeployment named 'no-such-model'" in unknown.stderr
+
+
+def test_a_due_retraining_trains_once_for_its_window(
+    harness: Harness, registry: RegistryView
+) -> None:
+    from deltalake import write_deltalake
+    from typer.testing import CliRunner
+
+    from controller.cli import app
+    from examples.models import dataset
+
+    harness.settle()  # the head, trained when first seen
+    registry.client.set_registered_model_alias(FRAUD, "champion", "2")
+    features, _ = dataset("classifier")
+    tables = harness.state_dir / "tables"
+    write_deltalake(str(tables / "base"), features.sample(300, random_state=1))
+    drifted = features.sample(300, random_state=2)
+    drifted["mean_radius"] += 2 * features["mean_radius"].std()
+    write_deltalake(str(tables / "scores"), drifted)
+
+    def monitor() -> str:
+        argv = ["monitor", "--model", f"models:/{FRAUD}@champion", "--baseline", "base"]
+        argv += ["--current", "scores", "--window", "w-7", "--retrain-violations", "1"]
+        argv += ["--retrain-windows", "1", "--data-root", str(tables)]
+        argv += ["--tracking-uri", harness.uri]
+        ran = CliRunner().invoke(app, argv, catch_exceptions=False)
+        assert ran.exit_code == 0, ran.stderr
+        return str(ran.stdout)
+
+    assert "retraining due" in monitor()
+    status = harness.settle()
+    assert status.last_run is not None
+    assert (status.last_run.trigger, status.last_run.key) == ("retrain", "w-7")
+    assert status.last_run.state == "Succeeded"
+    assert registry.tags(FRAUD, str(status.last_run.version))[TAG_TRIGGER] == "retrain"
+    # The window's Job retried, and passes by a restarted controller: still one run for it.
+    monitor()
+    harness.training = harness.fresh()
+    harness.settle()
+    keys = [(r.tags[TAG_TRIGGER], r.tags[TAG_KEY]) for r in harness.runs()]
+    assert keys.count(("retrain", "w-7")) == 1
+    assert [t for t, _ in keys] == ["commit", "retrain"]

@@ -114,3 +114,26 @@ def test_a_relative_table_name_never_leaves_the_data_root() -> None:
     for name in ("../t", "prod/../../t", "prod/fraud/.."):
         with pytest.raises(JobError, match="leaves the data root"):
             table_uri(name, "/lake")
+
+
+@pytest.mark.parametrize(
+    ("drifted", "violations", "windows", "due_at"),
+    [
+        pytest.param("DDD", 2, 3, [1], id="due once per stretch: the third counts anew"),
+        pytest.param("DDDD", 2, 3, [1, 3], id="drift outlasting it: due again after two more"),
+        pytest.param("D.D.D", 2, 2, [], id="never two of the last two"),
+        pytest.param("D.D.D", 2, 3, [2], id="two of the last three"),
+        pytest.param("D....D", 2, 5, [], id="the first fell out of the last five"),
+        pytest.param("DDDDDD", 1, 1, [0, 1, 2, 3, 4, 5], id="every drifted window"),
+        pytest.param("", 1, 1, [], id="no windows"),
+    ],
+)
+def test_retraining_is_due_once_per_stretch_of_drift(
+    drifted: str, violations: int, windows: int, due_at: list[int]
+) -> None:
+    from controller.jobs.monitor import due_windows
+
+    verdicts = due_windows([c == "D" for c in drifted], violations, windows)
+    assert [i for i, (_, due) in enumerate(verdicts) if due] == due_at
+    # The count never exceeds the window, and a due window counted enough.
+    assert all(n <= windows and (n >= violations) == due for n, due in verdicts)

@@ -7,8 +7,6 @@ the operator that starts it.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,18 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from controller.kubernetes import metrics
+from controller.sources.webhook import MAX_BODY, SIGNATURE_HEADER, verify_signature
 
 log = logging.getLogger("mlgitops.operator")
-
-MAX_BODY = 1024 * 1024  # a push event is a few KiB; anything larger is not one
-
-
-def verify_signature(token: str, body: bytes, header: str | None) -> bool:
-    """GitHub-style ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>``."""
-    if not header or not header.startswith("sha256="):
-        return False
-    expected = hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix("sha256="))
 
 
 async def start(
@@ -60,7 +49,7 @@ async def start(
                 {"error": "webhook disabled: no token ($MLGITOPS_WEBHOOK_TOKEN)"}, status=404
             )
         body = await request.read()
-        if not verify_signature(webhook_token, body, request.headers.get("X-Hub-Signature-256")):
+        if not verify_signature(webhook_token, body, request.headers.get(SIGNATURE_HEADER)):
             return web.json_response({"error": "bad signature"}, status=401)
         on_push(body)
         return web.json_response({"status": "sync triggered"}, status=202)

@@ -28,7 +28,6 @@ import contextlib
 import contextvars
 import datetime as dt
 import functools
-import json
 import logging
 import math
 import random
@@ -55,7 +54,7 @@ from controller.kubernetes.training import JobRunner
 from controller.planning.children import MANAGED_BY, MD_LABEL, Owner, RenderContext
 from controller.planning.ports import CodeSource, Commit, Registry, RegistryFor, Tracking
 from controller.planning.types import AliasEvent, Observed
-from controller.redact import redact
+from controller.sources.webhook import push_urls, same_repo
 from controller.state import StateDir
 from controller.training import training_pass
 
@@ -430,13 +429,11 @@ class Operator:
         """A signed push: the config repository syncs now; a code repository named in the
         payload (GitHub-style ``repository.clone_url`` and the like) is fetched on its
         ModelDeployments' next pass, queued now."""
-        urls = _push_urls(body)
-        if self.config.repo and (not urls or _same_repo(self.config.repo, urls)):
+        urls = push_urls(body)
+        if self.config.repo and (not urls or same_repo(self.config.repo, urls)):
             self.sync_now.set()
         with self.lock:
-            pushed = [
-                (repo, keys) for repo, keys in self.trainers.items() if _same_repo(repo, urls)
-            ]
+            pushed = [(repo, keys) for repo, keys in self.trainers.items() if same_repo(repo, urls)]
         for repo, keys in pushed:
             self.codes[repo].force()
             for key in sorted(keys):
@@ -542,29 +539,6 @@ class Operator:
                 delay = min(delay, GIT_BACKOFF * 2 ** min(failures - 1, 10))
             self.sync_now.wait(delay)
             self.sync_now.clear()
-
-
-def _push_urls(body: bytes) -> set[str]:
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return set()
-    repo = payload.get("repository") if isinstance(payload, dict) else None
-    if not isinstance(repo, dict):
-        return set()
-    fields = ("clone_url", "git_url", "ssh_url", "html_url", "url", "git_http_url", "git_ssh_url")
-    return {str(repo[f]) for f in fields if isinstance(repo.get(f), str)}
-
-
-def _same_repo(repo: str, urls: set[str]) -> bool:
-    """Whether ``repo`` (as a document names it) is one of ``urls``, up to ``.git``, a trailing
-    slash and credentials."""
-
-    def norm(url: str) -> str:
-        url = redact(url).replace("***@", "")
-        return url.rstrip("/").removesuffix(".git").lower()
-
-    return norm(repo) in {norm(u) for u in urls}
 
 
 class _Throttled:

@@ -5,7 +5,8 @@ Each pass is the engine's environment pass (``controller.engine.reconcile``), th
 (``servers.LocalRuntime``), the batch and monitoring jobs on their schedules
 (``cron.LocalCron``), and training from code (``training.LocalTraining``). Between passes it
 supervises the servers and ticks the clock once a second, so a crashed server or a due job does
-not wait for the next Git poll. The loop holds the
+not wait for the next Git poll; ``wake`` (set by the webhook server, ``local.webhook``) starts the
+next pass at once. The loop holds the
 environment's lock for its whole life, so a second ``mlgitops run`` or ``sync`` of the same
 environment is refused rather than racing it, and it stops everything it started on the way out.
 """
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from controller.api.loader import DesiredState
-from controller.api.status import ServingStatus
+from controller.api.status import ServingStatus, TrainingStatus
 from controller.engine import SyncResult, load_desired, reconcile
 from controller.errors import MlgitopsError
 from controller.local.cron import LocalCron
@@ -41,14 +42,19 @@ def run(
     stop: threading.Event,
     say: Callable[[str], None],
     on_error: Callable[[MlgitopsError], None],
+    wake: threading.Event | None = None,
+    on_repos: Callable[[set[str]], None] = lambda _: None,
 ) -> None:
     """Pass every ``interval`` seconds until ``stop`` is set.
 
     Raises :class:`~controller.errors.MlgitopsError` when the environment cannot be read at
     start (nothing is running then) and :class:`~controller.errors.Busy` when another process
     holds the environment; errors of later passes go to ``on_error`` and the loop goes on with
-    the last good state in force.
+    the last good state in force. ``wake`` set: the next pass starts now (a pass under way
+    when it is set is followed by another). ``on_repos`` hears the repositories each pass read
+    (the config repository's location and every code repository), for matching pushes.
     """
+    wake = wake or threading.Event()
     from controller.registry import embedded_tracking_uri
 
     _, first = load_desired(source, env=env, rev=None)
@@ -71,6 +77,11 @@ def run(
         on_event=lambda e: say(f"{env}: {e.reason}: {e.message}"),
     )
 
+    def train(desired: DesiredState) -> Mapping[str, TrainingStatus]:
+        code = {d.doc.spec.training.source.repo for d in desired.deployments if d.doc.spec.training}
+        on_repos({source.display, *code})
+        return trainer.apply(desired)
+
     def apply(desired: DesiredState) -> Mapping[str, ServingStatus]:
         cron.apply(desired)  # the batch and monitoring CronJobs, on this machine's clock
         return runtime.apply(desired)
@@ -80,13 +91,14 @@ def run(
             say(f"mlgitops run: environment {env} from {source.display}; Ctrl-C stops")
             last: str | None = None
             while not stop.is_set():
+                wake.clear()
                 result = reconcile(
                     env=env,
                     source=source,
                     registry_for=registry_for,
                     store=state,
                     serve=apply,
-                    train=trainer.apply,
+                    train=train,
                 )
                 source.close()  # the next pass sees new commits (and fetches a remote)
                 if result.error is not None:
@@ -95,10 +107,12 @@ def run(
                     last = result.commit.sha
                     say(f"{env}: {_summary(result)}")
                 deadline = time.monotonic() + interval
-                while not stop.is_set() and time.monotonic() < deadline:
+                while not (stop.is_set() or wake.is_set()) and time.monotonic() < deadline:
                     runtime.supervise()
                     cron.tick()
-                    stop.wait(TICK_SECONDS)
+                    if trainer.needs_pass():
+                        break  # a training run ended: its version is registered now
+                    wake.wait(TICK_SECONDS)
     finally:
         cron.stop_all()
         runtime.stop_all()

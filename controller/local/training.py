@@ -174,6 +174,7 @@ class LocalTraining:
     on_event: Callable[[Event], None] = lambda _: None
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     statuses: dict[str, TrainingStatus] = field(default_factory=dict)
+    _left: set[Path] = field(default_factory=set)  # ended records the last pass did not clear
 
     def dir(self, name: str) -> Path:
         return self.state_root / "envs" / self.env / "training" / name
@@ -188,6 +189,29 @@ class LocalTraining:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json(path, {"since": now.isoformat()})
             return now
+
+    def _ended(self) -> set[Path]:
+        """The records of runs on this machine that ended or are past their deadline (read from
+        the records, so runs adopted after a restart count too)."""
+        ended: set[Path] = set()
+        for record in (self.state_root / "envs" / self.env / "training").glob("*/*.json"):
+            if record.name == "since.json":
+                continue
+            exit_file = record.with_suffix(".exit")
+            try:
+                data = json.loads(record.read_text())
+                over = time.time() > float(data["deadline"])
+                if exit_file.exists() or over or not _alive(int(data["pid"]), exit_file):
+                    ended.add(record)
+            except (OSError, ValueError, KeyError):
+                continue
+        return ended
+
+    def needs_pass(self) -> bool:
+        """Whether a run ended (or passed its deadline) since the last pass: its version is
+        registered, or its failure recorded, now rather than at the next Git poll. A record the
+        last pass left as it was does not count again (no pass after pass)."""
+        return bool(self._ended() - self._left)
 
     def apply(self, desired: DesiredState) -> dict[str, TrainingStatus]:
         out: dict[str, TrainingStatus] = {}
@@ -218,4 +242,5 @@ class LocalTraining:
                     self.on_event(event)
             out[name] = result.status
         self.statuses = out
+        self._left = self._ended()
         return out

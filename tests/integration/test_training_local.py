@@ -29,7 +29,7 @@ from controller.planning.types import TrainingRun
 from controller.registry import MlflowTracking
 from controller.sources import CodeRepo, GitSource
 from controller.training import Event, experiment_name
-from tests.helpers import PROJECT, ConfigRepo, RegistryView, git, wait_for
+from tests.helpers import PROJECT, ConfigRepo, RegistryView, free_port, git, wait_for
 
 FRAUD = "prod.fraud.fraud_detector"
 FRAUD_FILE = "environments/prod/fraud-detector.yaml"
@@ -251,47 +251,66 @@ def test_a_restarted_controller_never_starts_a_second_run(
     assert status.last_run.state == "Failed"
 
 
-def test_mlgitops_run_trains_a_new_commit(
+def test_mlgitops_run_trains_a_pushed_commit_at_once(
     repo: ConfigRepo, state_dir: Path, code: CodeRepoDir, registry: RegistryView, tmp_path: Path
 ) -> None:
+    """`mlgitops run` with an hour between polls: only the signed push can start the second run."""
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    import httpx
+
     train_from(repo, code.path)
+    port = free_port()
     log = (tmp_path / "run.log").open("w")
+    mlgitops = str(Path(sys.executable).with_name("mlgitops"))
+    argv = [mlgitops, "run", "--env", "prod", "--repo", str(repo.path)]
+    argv += ["--state-dir", str(state_dir), "--interval", "3600", "--webhook-port", str(port)]
     proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlgitops")),
-            "run",
-            "--env",
-            "prod",
-            "--repo",
-            str(repo.path),
-            "--state-dir",
-            str(state_dir),
-            "--interval",
-            "1",
-        ],
+        argv,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, "MLGITOPS_WEBHOOK_TOKEN": "s3cret"},
     )
+
+    def push(repository: str, token: str = "s3cret") -> httpx.Response:
+        body = json.dumps({"ref": "refs/heads/release", "repository": {"url": repository}})
+        sig = hmac.new(token.encode(), body.encode(), hashlib.sha256).hexdigest()
+        headers = {"X-Hub-Signature-256": f"sha256={sig}", "Content-Type": "application/json"}
+        return httpx.post(f"http://127.0.0.1:{port}/webhook", content=body, headers=headers)
+
     try:
         wait_for("version 4", lambda: _tags_or_none(registry, "4"), timeout=180)
         assert registry.tags(FRAUD, "4")["model_validation_status"] == "PENDING"
         status = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("mlgitops")),
-                "status",
-                "--env",
-                "prod",
-                "--state-dir",
-                str(state_dir),
-                "-o",
-                "json",
-            ],
+            [mlgitops, "status", "--env", "prod", "--state-dir", str(state_dir), "-o", "json"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
         assert '"lastTrainedCommit"' in status
+
+        code.write("params.json", '{"C": 0.3}\n')
+        sha = code.commit("C=0.3")
+        assert push(str(code.path), token="wrong").status_code == 401
+        other = push("https://git.example.com/someone/else.git")
+        assert (other.status_code, other.json()["accepted"]) == (202, False)
+        pushed_at = time.monotonic()
+        accepted = push(str(code.path) + ".git")
+        assert (accepted.status_code, accepted.json()["accepted"]) == (202, True)
+        harness = Harness(repo, state_dir, [NOW])
+        started = wait_for(
+            "the pushed commit's run",
+            lambda: [r for r in harness.runs() if r.tags[TAG_KEY] == sha],
+            timeout=30,
+        )
+        assert time.monotonic() - pushed_at < 10  # not the hour-long poll
+        assert len(started) == 1
+        wait_for("version 5", lambda: _tags_or_none(registry, "5"), timeout=180)
+        assert registry.tags(FRAUD, "5")[TAG_COMMIT] == sha
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -41,7 +41,7 @@ def test_paths() -> None:
 
 
 def test_webhook_signature() -> None:
-    from controller.kubernetes.http import verify_signature
+    from controller.sources.webhook import verify_signature
 
     body = b'{"ref": "refs/heads/main"}'
     good = "sha256=" + hmac.new(b"tok", body, hashlib.sha256).hexdigest()

@@ -124,7 +124,8 @@ def run_bench(script: str, *args: str, timeout: float) -> str:
 
 def bench_figure(output: str, name: str) -> float:
     """The value of the line ``name: value  (baseline: ..., ratio: ...)`` of a benchmark."""
-    found = re.findall(rf"^{re.escape(name)}: ([\d.]+)  \(baseline: ", output, flags=re.MULTILINE)
+    pattern = rf"^{re.escape(name)}: ([\d.]+)(?: [A-Za-z]+)?  \(baseline: "  # a unit may follow
+    found = re.findall(pattern, output, flags=re.MULTILINE)
     assert len(found) == 1, f"expected one {name!r} line in:\n{output}"
     return float(found[0])
 

@@ -75,6 +75,7 @@ def run(
         code_for=code_for,
         data_root=first.environment.spec.data_root or str(state.tables),
         on_event=lambda e: say(f"{env}: {e.reason}: {e.message}"),
+        on_exit=wake.set,  # its version is registered at once, not at the next poll
     )
 
     def train(desired: DesiredState) -> Mapping[str, TrainingStatus]:
@@ -111,7 +112,7 @@ def run(
                     runtime.supervise()
                     cron.tick()
                     if trainer.needs_pass():
-                        break  # a training run ended: its version is registered now
+                        break  # a run adopted after a restart ended, or one is past its deadline
                     wake.wait(TICK_SECONDS)
     finally:
         cron.stop_all()

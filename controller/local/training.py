@@ -21,6 +21,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,9 +48,12 @@ _STARTED: dict[str, subprocess.Popen[bytes]] = {}
 class LocalRunner:
     """The ``Runner`` of one ModelDeployment on this machine."""
 
-    def __init__(self, *, root: Path, code: CodeSource) -> None:
+    def __init__(
+        self, *, root: Path, code: CodeSource, on_exit: Callable[[], None] = lambda: None
+    ) -> None:
         self.root = root
         self.code = code
+        self.on_exit = on_exit  # called (on a thread of its own) when a run it started ends
 
     def _paths(self, run_id: str) -> tuple[Path, Path, Path, Path]:
         base = self.root / run_id
@@ -77,6 +81,13 @@ class LocalRunner:
             cwd=checkout,
         )
         _STARTED[run.run_id] = proc
+        on_exit = self.on_exit
+
+        def watch() -> None:
+            proc.wait()
+            on_exit()
+
+        threading.Thread(target=watch, name=f"training-{run.run_id[:8]}", daemon=True).start()
         write_json(
             record,
             {
@@ -173,6 +184,7 @@ class LocalTraining:
     data_root: str | None = None
     on_event: Callable[[Event], None] = lambda _: None
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    on_exit: Callable[[], None] = lambda: None  # a run this process started ended
     statuses: dict[str, TrainingStatus] = field(default_factory=dict)
     _left: set[Path] = field(default_factory=set)  # ended records the last pass did not clear
 
@@ -228,7 +240,7 @@ class LocalTraining:
                 spec=spec,
                 code=code,
                 tracking=self.tracking,
-                runner=LocalRunner(root=self.dir(name), code=code),
+                runner=LocalRunner(root=self.dir(name), code=code, on_exit=self.on_exit),
                 tracking_uri=self.tracking_uri,
                 data_root=self.data_root,
                 now=self.clock(),

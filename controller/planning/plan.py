@@ -2,7 +2,8 @@
 
 Git pins ``champion`` and ``challenger``; the registry holds aliases. The plan moves each alias to
 its pin, removes an alias Git no longer pins, and refuses the whole revision if any pin names a
-model or version that does not exist or a version whose validation FAILED. Refusing whole (rather
+model or version that does not exist or a version whose validation FAILED. (A model that trains
+from code and pins nothing yet may not exist: its first training run registers it.) Refusing whole (rather
 than skipping the bad document) is the GitOps contract: a revision is either in force or not.
 """
 
@@ -49,7 +50,12 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
         at = by_model[model].at
         seen = observed.models.get(model)
         if seen is None:
-            problems.append(at.problem("spec.model", f"registered model {model} does not exist"))
+            pinned = any(v is not None for v in pins.values())
+            if pinned or by_model[model].doc.spec.training is None:
+                problems.append(at.problem("spec.model", f"registered model {model} does not exist"))
+            else:  # a new model: its first training run registers it; nothing to move yet
+                empty: dict[str, str | None] = dict.fromkeys(ALIASES)
+                models.append(ModelPlan(name, model, empty, pins, ()))
             continue
         aliased = set(seen.aliases.values())
         for alias in ALIASES:

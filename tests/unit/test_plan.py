@@ -151,6 +151,26 @@ def test_unknown_model_is_a_problem() -> None:
     assert "registered model prod.fraud.detector does not exist" in problem.message
 
 
+def test_a_model_that_trains_may_not_exist_until_it_pins_a_version() -> None:
+    """Its first training run registers it: the revision stands, with nothing to move."""
+    train = "  training: {source: {repo: /code}, command: [python, train.py]}\n"
+    md = (
+        "apiVersion: mlgitops.io/v1alpha1\nkind: ModelDeployment\nmetadata: {name: fraud}\n"
+        f"spec:\n  model: fraud.detector\n{train}"
+    )
+    files = {"environments/prod/env.yaml": ENV, "environments/prod/fraud.yaml": md}
+    fresh = load_environment(files, env_name="prod", revision="r1", folder="environments/prod")
+    result = plan(fresh, Observed(models={}))
+    assert result.problems == ()
+    [model] = result.models
+    assert (model.model, model.changes) == (M, ())
+    # Pinning a version of it before it exists is still a problem.
+    pinned = dict(files, **{"environments/prod/fraud.yaml": md + "  champion: {version: '1'}\n"})
+    again = load_environment(pinned, env_name="prod", revision="r2", folder="environments/prod")
+    [problem] = plan(again, Observed(models={})).problems
+    assert problem.field == "spec.model"
+
+
 def test_versions_to_inspect_skips_versions_already_aliased() -> None:
     want = desired("2", "3")
     assert versions_to_inspect(want, {M: {"champion": "2", "challenger": "3"}}) == set()

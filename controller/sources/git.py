@@ -23,6 +23,7 @@ import git
 
 from controller.errors import InvalidInput, Problem, SourceUnavailable
 from controller.redact import redact
+from controller.sources.credentials import git_env, scrub
 
 if TYPE_CHECKING:
     from controller.planning import ports
@@ -38,9 +39,6 @@ class Commit:
     @property
     def short(self) -> str:
         return self.sha[:7]
-
-
-_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # fail rather than wait for a password nobody types
 
 
 def mirror_dir(cache_dir: Path, url: str) -> Path:
@@ -111,7 +109,7 @@ class _Repository:
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            clone = git.Repo.clone_from(self.repo, tmp, bare=True, env=_ENV)
+            clone = git.Repo.clone_from(self.repo, tmp, bare=True, env=git_env())
             clone.git.remote("remove", "origin")
             clone.close()
             try:
@@ -129,12 +127,15 @@ class _Repository:
         The URL is passed on each fetch rather than stored as a remote, so changing the
         credentials in the URL takes effect at the next fetch.
         """
-        mirror.git.fetch("--prune", "--quiet", self.repo, "+refs/heads/*:refs/heads/*", env=_ENV)
+        mirror.git.fetch(
+            "--prune", "--quiet", self.repo, "+refs/heads/*:refs/heads/*", env=git_env()
+        )
 
     def _unavailable(self, exc: git.GitCommandError) -> SourceUnavailable:
         """Git's own last word on the failure, credentials redacted (Git echoes the URL)."""
-        detail = redact(
-            (exc.stderr or str(exc)).strip().splitlines()[-1] if exc.stderr else str(exc)
+        detail = scrub(
+            (exc.stderr or str(exc)).strip().splitlines()[-1] if exc.stderr else str(exc),
+            self.repo,
         )
         return SourceUnavailable(f"repository {self.display}: {detail.strip()}")
 
@@ -365,7 +366,7 @@ class CodeRepo(_Repository):
     def _git(self, repo: git.Repo, *args: str) -> str:
         """The output of ``git args`` in ``repo``, decoded leniently (paths and messages need
         not be UTF-8), with no prompt for credentials."""
-        raw = repo.git.execute(["git", *args], stdout_as_string=False, env=_ENV)
+        raw = repo.git.execute(["git", *args], stdout_as_string=False, env=git_env())
         assert isinstance(raw, bytes)
         return raw.decode("utf-8", "replace")
 

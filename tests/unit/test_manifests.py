@@ -317,6 +317,8 @@ def test_credentials_come_from_optional_secret_keys(target: str) -> None:
             "key": "webhook-token",
             "optional": True,
         },
+        "MLGITOPS_GIT_USERNAME": {"name": "mlgitops-git", "key": "username", "optional": True},
+        "MLGITOPS_GIT_PASSWORD": {"name": "mlgitops-git", "key": "password", "optional": True},
     }
 
 

@@ -77,6 +77,13 @@ class SyncFailed(Unavailable):
     reason = "SyncFailed"
 
 
+class WriteBackFailed(Unavailable):
+    """A write-back commit was not pushed: the branch kept moving under it for every attempt,
+    or the remote refused it (a protected or checked-out branch, a hook). Nothing was lost."""
+
+    reason = "WriteBackFailed"
+
+
 class Busy(MlgitopsError):
     """Another mlgitops process holds the environment's lock."""
 

@@ -36,6 +36,11 @@ class StateDir:
         return self.root / "git"
 
     @property
+    def writeback(self) -> Path:
+        """Our own clones of config repositories, where write-back commits are made."""
+        return self.root / "writeback"
+
+    @property
     def tables(self) -> Path:
         """Where relative table names live when neither the Environment nor a flag says."""
         return self.root / "tables"

@@ -4,6 +4,7 @@
 - ``inspect``: ``status``, ``history``
 - ``run``: the embedded runtime; ``operator``: the Kubernetes operator
 - ``training``: ``train``, ``runs`` (training runs by hand, and their record)
+- ``promotion``: ``promote``, ``rollback`` (write-back commits by hand)
 - ``jobs``: ``batch``, ``monitor`` (what the CronJobs run); ``serve``: the model server
 - ``options``: the options, output and failure path they share
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import typer
 
-from controller.cli import config, inspect, jobs, operator, run, serve, training
+from controller.cli import config, inspect, jobs, operator, promotion, run, serve, training
 
 app = typer.Typer(
     name="mlgitops",
@@ -38,6 +39,8 @@ for command in (
     run.run,
     training.train,
     training.runs,
+    promotion.promote,
+    promotion.rollback,
     operator.operator,
     jobs.batch,
     jobs.monitor,

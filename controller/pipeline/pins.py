@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from controller.api.documents import Environment
+from controller.api.loader import load_deployment, parse_documents
 from controller.errors import InvalidInput, Problem
 
 ALIASES = ("champion", "challenger")
@@ -98,6 +100,25 @@ def edit_pins(
         text = text[:start] + replacement + text[end:]
     doc.check_result(text, wanted)
     return text.encode("utf-8")
+
+
+def check_deployment(data: bytes, *, path: str, name: str, environment: Environment) -> None:
+    """Raise InvalidInput unless the ModelDeployment ``name`` in ``data`` (an edited file) is
+    still a valid document of ``environment``: a write-back must never commit a revision the
+    controller would then refuse whole. Each problem names ``path`` and the field."""
+    docs, problems = parse_documents(path, data)
+    for doc, _ in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "ModelDeployment":
+            meta = doc.get("metadata")
+            if isinstance(meta, dict) and meta.get("name") == name:
+                try:
+                    load_deployment(doc, environment=environment, source=path, revision="")
+                except InvalidInput as exc:
+                    problems += exc.problems
+    if problems:
+        raise InvalidInput(
+            [Problem(p.file, p.line, p.field, f"after the edit: {p.message}") for p in problems]
+        )
 
 
 # --- the document and its spans ---------------------------------------------------------------

@@ -1,6 +1,25 @@
-"""Git, the only source of truth: the config repository (``GitSource``) and the code repositories
-training reads (``CodeRepo``). The only package that imports git."""
+"""Git, the only source of truth: the config repository (``GitSource``), the code repositories
+training reads (``CodeRepo``), and the commits written back to the config repository
+(``WriteBack``). The only package that imports git."""
 
 from controller.sources.git import CodeRepo, Commit, GitSource
+from controller.sources.writeback import (
+    PROMOTION_TRAILER,
+    ROLLBACK_TRAILER,
+    WriteBack,
+    WriteBackResult,
+    promotion_branch,
+    promotion_trailer,
+)
 
-__all__ = ["CodeRepo", "Commit", "GitSource"]
+__all__ = [
+    "PROMOTION_TRAILER",
+    "ROLLBACK_TRAILER",
+    "CodeRepo",
+    "Commit",
+    "GitSource",
+    "WriteBack",
+    "WriteBackResult",
+    "promotion_branch",
+    "promotion_trailer",
+]

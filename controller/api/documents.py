@@ -294,8 +294,9 @@ class ModelDeploymentSpec(Model):
     def _consistent(self) -> ModelDeploymentSpec:
         if self.challenger and self.champion and self.challenger.version == self.champion.version:
             raise ValueError("challenger.version must differ from champion.version")
-        if self.serving.traffic.challenger and not self.challenger:
-            raise ValueError("serving.traffic.challenger is set but there is no challenger")
+        # serving.traffic.challenger with no challenger pinned is the share a challenger gets
+        # when there is one: all traffic goes to the champion meanwhile. A promotion commit
+        # removes the challenger pin and nothing else, so this must stay a valid document.
         return self
 
 

@@ -543,8 +543,8 @@ def test_cli_promote_under_manual_policy_pushes_a_branch(
     ("args", "words"),
     [
         (
-            ["--version", "3"],
-            "after the edit: serving.traffic.challenger is set but there is no challenger",
+            ["--version", "2", "--challenger"],
+            "spec.challenger.version: must differ from spec.champion.version",
         ),
         (["--version", "x3"], "not a version"),
         (["--version", "3", "--env", "nowhere"], "no such environment folder"),

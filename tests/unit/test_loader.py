@@ -73,10 +73,6 @@ def test_valid_folder_loads() -> None:
             ),
             "md.yaml:10: spec.batchInference.schedule: '61 * * * *' is not a valid cron schedule",
         ),
-        (
-            ("replicas: 2", "replicas: 2\n    traffic: {challenger: 10}"),
-            "md.yaml:5: spec: serving.traffic.challenger is set but there is no challenger",
-        ),
         (("replicas: 2", "replicas: [2"), "md.yaml:10: invalid YAML"),
         (
             ("apiVersion: mlgitops.io/v1alpha1", "apiVersion: mlgitops.io/v2"),

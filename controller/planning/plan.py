@@ -52,7 +52,9 @@ def plan(desired: DesiredState, observed: Observed) -> Plan:
         if seen is None:
             pinned = any(v is not None for v in pins.values())
             if pinned or by_model[model].doc.spec.training is None:
-                problems.append(at.problem("spec.model", f"registered model {model} does not exist"))
+                problems.append(
+                    at.problem("spec.model", f"registered model {model} does not exist")
+                )
             else:  # a new model: its first training run registers it; nothing to move yet
                 empty: dict[str, str | None] = dict.fromkeys(ALIASES)
                 models.append(ModelPlan(name, model, empty, pins, ()))

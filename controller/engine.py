@@ -19,6 +19,7 @@ from controller.api.documents import ModelDeployment
 from controller.api.loader import DesiredState, load_environment
 from controller.api.status import ModelDeploymentStatus, ServingStatus, TrainingStatus
 from controller.errors import InvalidInput, MlgitopsError, Problem, Unavailable
+from controller.pipeline.promotion import PROMOTION_TRAILER, TAG_ROLLED_BACK, rolled_back
 from controller.planning import AliasChange, Observed, Plan, plan, versions_to_inspect
 from controller.planning.ports import Commit, Registry, RegistryFor, Source, Store
 from controller.planning.summarize import (
@@ -62,6 +63,7 @@ class SyncResult:
     observed: Observed | None = None
     serving: dict[str, ServingStatus] = field(default_factory=dict)
     training: dict[str, TrainingStatus] = field(default_factory=dict)
+    rolled_back: list[tuple[str, str]] = field(default_factory=list)  # (model, version)
     error: MlgitopsError | None = None
     status: dict[str, Any] = field(default_factory=dict)
 
@@ -134,6 +136,12 @@ def reconcile(
             event = change.event(revision=result.commit.sha, reason=reason, time=stamp)
             registry.set_alias(model=change.model, event=event)
             result.applied.append(change)
+        base = saved.get("lastAppliedRevision")
+        for model, version in _rollbacks(source, base, result.commit.sha, env, result.applied):
+            registry.tag_version(
+                model=model, version=version, key=TAG_ROLLED_BACK, value=result.commit.sha
+            )
+            result.rolled_back.append((model, version))
         if serve is not None:
             result.serving = dict(serve(result.desired))
         if train is not None:
@@ -163,6 +171,30 @@ def reconcile(
     store.save_status(env, saved)
     result.status = saved
     return result
+
+
+def _rollbacks(
+    source: Source, base: str | None, head: str, env: str, applied: list[AliasChange]
+) -> list[tuple[str, str]]:
+    """(model, version) of the champions this sync took away through a Git change that was not
+    a promotion commit (a revert, a hand edit): never proposed again. Unknown history (first
+    sync, a force push) marks nothing."""
+    moved = [c for c in applied if c.alias == "champion" and c.previous is not None]
+    if not moved or not base or base == head:
+        return []
+    values = source.trailers(base, head, PROMOTION_TRAILER)
+    if values is None:
+        return []
+    promoted: dict[str, set[tuple[str, str]]] = {}
+    for value in values:
+        parts = value.split("/")
+        if len(parts) == 4 and parts[0] == env and parts[3].startswith("v"):
+            promoted.setdefault(parts[1], set()).add((parts[2], parts[3][1:]))
+    out: list[tuple[str, str]] = []
+    for c in moved:
+        lost = rolled_back([(c.alias, c.previous, c.version)], promoted.get(c.deployment, set()))
+        out.extend((c.model, v) for v in lost)
+    return out
 
 
 def _reason(commit: Commit) -> str:

@@ -642,6 +642,9 @@ class _Recording:
     def history(self, *, model: str) -> list[AliasEvent]:
         return self._registry.history(model=model)
 
+    def tag_version(self, *, model: str, version: str, key: str, value: str) -> None:
+        self._registry.tag_version(model=model, version=version, key=key, value=value)
+
 
 class _Observed(_Recording):
     """A registry that answers ``observe_model`` with an observation made moments ago."""

@@ -214,6 +214,14 @@ class MlflowRegistry:
             write=True,
         )
 
+    def tag_version(self, *, model: str, version: str, key: str, value: str) -> None:
+        self.stats.tag_writes += 1
+        self._call(
+            "set_model_version_tag",
+            lambda: self._t.set_version_tag(model, version, key, value),
+            write=True,
+        )
+
     def set_alias(self, *, model: str, event: AliasEvent) -> None:
         """Move ``event.alias`` to ``event.version`` (or remove it when None) and record why."""
         if event.version is None:

@@ -185,6 +185,19 @@ class GitSource(_Repository):
             return []
         return sorted(t.name for t in tree.trees)
 
+    def trailers(self, base: str, head: str, key: str) -> list[str] | None:
+        """The values of trailer ``key`` in the commits ``head`` has and ``base`` has not (merged
+        branches included), oldest first; None when ``base`` is unknown here (a force push)."""
+        repo = self._open(update=True)
+        try:
+            repo.commit(base)
+            out = repo.git.log(
+                "--reverse", f"--format=%(trailers:key={key},valueonly)", f"{base}..{head}", "--"
+            )
+        except (git.BadName, ValueError, git.GitCommandError):
+            return None
+        return [line.strip() for line in str(out).splitlines() if line.strip()]
+
 
 _FIELD = "\x1f"  # between the fields of one `git log` record
 _RECORD = "\x1e"  # after each record

@@ -42,11 +42,11 @@ import git
 
 from controller.errors import InvalidInput, Problem, SourceUnavailable, WriteBackFailed
 from controller.pipeline.pins import edit_pins, read_pins
+from controller.pipeline.promotion import PROMOTION_TRAILER as PROMOTION_TRAILER
 from controller.redact import redact
 from controller.sources.credentials import git_env, scrub
 from controller.sources.git import _is_url
 
-PROMOTION_TRAILER = "Mlgitops-Promotion"
 ROLLBACK_TRAILER = "Mlgitops-Rollback"
 ATTEMPTS = 5
 

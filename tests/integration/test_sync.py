@@ -93,6 +93,34 @@ def test_rollback_by_git_revert(
     assert "1 -> 2" in hist.stdout
 
 
+def test_a_reverted_promotion_marks_its_version_rolled_back(
+    cli: Callable[..., Ran], repo: ConfigRepo, registry: RegistryView
+) -> None:
+    """Losing the champion pin through a promotion commit is not a rollback; through a revert
+    (or a hand edit) it is, and the version carries the revision that took the pin away."""
+    assert cli("sync", "--env", "prod").code == 0
+    repo.pin(FRAUD_FILE, "champion", "1")
+    git(repo.path, "add", "-A")
+    message = "Promote fraud-detector to v1\n\nMlgitops-Promotion: prod/fraud-detector/champion/v1"
+    git(repo.path, "commit", "-q", "-m", message)
+    promote = repo.head()
+    assert cli("sync", "--env", "prod").code == 0
+    assert "mlgitops.rolled_back" not in registry.tags(FRAUD, "2")
+
+    revert = repo.revert(promote)
+    assert cli("sync", "--env", "prod").code == 0
+    assert registry.aliases(FRAUD)["champion"] == "2"
+    assert registry.tags(FRAUD, "1")["mlgitops.rolled_back"] == revert
+    assert "mlgitops.rolled_back" not in registry.tags(FRAUD, "2")
+
+    # A hand edit that moves the champion on is not a promotion commit either.
+    repo.pin(FRAUD_FILE, "champion", "1")
+    hand = repo.commit("Back to v1 by hand")
+    assert cli("sync", "--env", "prod").code == 0
+    assert registry.tags(FRAUD, "2")["mlgitops.rolled_back"] == hand
+    assert cli("sync", "--env", "prod").code == 0  # a no-op pass tags nothing more
+
+
 def test_status_table_and_json(cli: Callable[..., Ran], repo: ConfigRepo) -> None:
     missing = cli("status", "--env", "prod")
     assert missing.code == 2

@@ -17,7 +17,12 @@ from typing import Any
 
 from controller.api.documents import ModelDeployment
 from controller.api.loader import DesiredState, load_environment
-from controller.api.status import ModelDeploymentStatus, ServingStatus, TrainingStatus
+from controller.api.status import (
+    ModelDeploymentStatus,
+    PromotionStatus,
+    ServingStatus,
+    TrainingStatus,
+)
 from controller.errors import InvalidInput, MlgitopsError, Problem, Unavailable
 from controller.pipeline.promotion import PROMOTION_TRAILER, TAG_ROLLED_BACK, rolled_back
 from controller.planning import AliasChange, Observed, Plan, plan, versions_to_inspect
@@ -63,6 +68,7 @@ class SyncResult:
     observed: Observed | None = None
     serving: dict[str, ServingStatus] = field(default_factory=dict)
     training: dict[str, TrainingStatus] = field(default_factory=dict)
+    promotion: dict[str, PromotionStatus] = field(default_factory=dict)
     rolled_back: list[tuple[str, str]] = field(default_factory=list)  # (model, version)
     error: MlgitopsError | None = None
     status: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +110,7 @@ def reconcile(
     now: Callable[[], str] = now_iso,
     serve: Callable[[DesiredState], Mapping[str, ServingStatus]] | None = None,
     train: Callable[[DesiredState], Mapping[str, TrainingStatus]] | None = None,
+    promote: Callable[[DesiredState], Mapping[str, PromotionStatus]] | None = None,
 ) -> SyncResult:
     """One pass over environment ``env``. Never raises for domain errors: see ``result.error``.
 
@@ -146,6 +153,8 @@ def reconcile(
             result.serving = dict(serve(result.desired))
         if train is not None:
             result.training = dict(train(result.desired))
+        if promote is not None:
+            result.promotion = dict(promote(result.desired))
     except (InvalidInput, Unavailable) as exc:
         result.error = exc
         if dry_run:
@@ -231,6 +240,7 @@ def _applied_records(
             generation=generation,
             serving=result.serving.get(name),
             training=result.training.get(name),
+            promotion=result.promotion.get(name),
             now=stamp,
         )
         out[name] = {"generation": generation, "specHash": spec_hash, "status": dump(status)}

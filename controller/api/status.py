@@ -99,6 +99,24 @@ class TrainingStatus(StatusModel):
     )
 
 
+class PromotionStatus(StatusModel):
+    """The way from a new version to champion: what is being validated, what waits, and why."""
+
+    validating: str | None = Field(default=None, description="The version being validated.")
+    awaiting_approval: str | None = Field(
+        default=None, description="The promotion branch whose merge approves the proposal."
+    )
+    last_proposal: str | None = Field(
+        default=None, description="The last pin written back: alias, version, commit or branch."
+    )
+    waiting: str | None = Field(
+        default=None, description="Why nothing moves now (a LOST challenger, a policy, ...)."
+    )
+    problem: str | None = Field(
+        default=None, description="Why the promotion path cannot proceed (a failed write-back)."
+    )
+
+
 class ModelDeploymentStatus(StatusModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -110,6 +128,7 @@ class ModelDeploymentStatus(StatusModel):
     history: list[HistoryEntry] = Field(default_factory=list)
     serving: ServingStatus | None = None
     training: TrainingStatus | None = None
+    promotion: PromotionStatus | None = None
     inventory: list[InventoryEntry] = Field(default_factory=list)
 
     def condition(self, type_: str) -> Condition | None:

@@ -59,6 +59,7 @@ def run(
     """
     from controller.local import loop
     from controller.local.webhook import WebhookServer
+    from controller.sources import WriteBack
     from controller.sources.webhook import same_repo
 
     token = os.environ.get("MLGITOPS_WEBHOOK_TOKEN") or None
@@ -112,6 +113,12 @@ def run(
             on_error=report,
             wake=wake,
             on_repos=repos.update,
+            promoter_for=lambda environment: WriteBack(
+                repo,
+                cache_dir=state.writeback,
+                branch=environment.spec.write_back.branch,
+                author=environment.spec.write_back.author,
+            ),
         )
     except Busy as exc:
         out.print(f"mlgitops run: stopped {env}")

@@ -17,14 +17,23 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from controller.api.documents import Environment
 from controller.api.loader import DesiredState
 from controller.api.status import ServingStatus, TrainingStatus
 from controller.engine import SyncResult, load_desired, reconcile
-from controller.errors import MlgitopsError
+from controller.errors import InvalidInput, MlgitopsError, Problem
 from controller.local.cron import LocalCron
+from controller.local.promotion import LocalPromotion
 from controller.local.servers import LocalRuntime
 from controller.local.training import LocalTraining
-from controller.planning.ports import CodeSource, RegistryFor, Source, TrackingFor
+from controller.planning.ports import (
+    CodeSource,
+    Promoter,
+    RegistryFor,
+    Source,
+    TrackingFor,
+    Written,
+)
 from controller.state import StateDir
 
 TICK_SECONDS = 1.0
@@ -44,13 +53,15 @@ def run(
     on_error: Callable[[MlgitopsError], None],
     wake: threading.Event | None = None,
     on_repos: Callable[[set[str]], None] = lambda _: None,
+    promoter_for: Callable[[Environment], Promoter] | None = None,
 ) -> None:
     """Pass every ``interval`` seconds until ``stop`` is set.
 
     Raises :class:`~controller.errors.MlgitopsError` when the environment cannot be read at
     start (nothing is running then) and :class:`~controller.errors.Busy` when another process
     holds the environment; errors of later passes go to ``on_error`` and the loop goes on with
-    the last good state in force. ``wake`` set: the next pass starts now (a pass under way
+    the last good state in force. ``promoter_for``: the config repository's write-back (None:
+    versions are validated, nothing is proposed to Git). ``wake`` set: the next pass starts now (a pass under way
     when it is set is followed by another). ``on_repos`` hears the repositories each pass read
     (the config repository's location and every code repository), for matching pushes.
     """
@@ -77,6 +88,16 @@ def run(
         on_event=lambda e: say(f"{env}: {e.reason}: {e.message}"),
         on_exit=wake.set,  # its version is registered at once, not at the next poll
     )
+    promotion = LocalPromotion(
+        env=env,
+        state_root=state.root,
+        tracking_uri=uri,
+        tracking=trainer.tracking,
+        promoter_for=promoter_for or (lambda _: _ReadOnly()),
+        data_root=trainer.data_root,
+        on_event=lambda e: say(f"{env}: {e.reason}: {e.message}"),
+        on_exit=wake.set,  # its verdict is acted on at once
+    )
 
     def train(desired: DesiredState) -> Mapping[str, TrainingStatus]:
         code = {d.doc.spec.training.source.repo for d in desired.deployments if d.doc.spec.training}
@@ -100,6 +121,7 @@ def run(
                     store=state,
                     serve=apply,
                     train=train,
+                    promote=promotion.apply,
                 )
                 source.close()  # the next pass sees new commits (and fetches a remote)
                 if result.error is not None:
@@ -111,12 +133,19 @@ def run(
                 while not (stop.is_set() or wake.is_set()) and time.monotonic() < deadline:
                     runtime.supervise()
                     cron.tick()
-                    if trainer.needs_pass():
+                    if trainer.needs_pass() or promotion.needs_pass():
                         break  # a run adopted after a restart ended, or one is past its deadline
                     wake.wait(TICK_SECONDS)
     finally:
         cron.stop_all()
         runtime.stop_all()
+
+
+class _ReadOnly:
+    """A promoter that writes nothing (no config repository to write to)."""
+
+    def promote(self, **_: object) -> Written:
+        raise InvalidInput([Problem("writeBack", None, None, "no config repository to write to")])
 
 
 def _summary(result: SyncResult) -> str:

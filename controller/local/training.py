@@ -2,9 +2,9 @@
 
 ``LocalRunner`` is the embedded runtime's ``Runner``: ``training.command`` runs in a detached git
 worktree of the commit under the state directory, in a session of its own, with the run's
-environment (``MLFLOW_RUN_ID`` and the rest), its output in a log file beside it. A small shell
-wrapper writes the script's exit code to a file when it ends, and a record names the process and
-its deadline, so a restarted runtime adopts a run still going (never starting a second one) and
+environment (``MLFLOW_RUN_ID`` and the rest), its output in a log file beside it. It is a tracked
+process (``local.tracked``): a record and an exit-code file outlive this runtime, so a restarted
+runtime adopts a run still going (never starting a second one) and
 learns how one that ended while it was down went. A run past its ``training.timeout`` is ended
 (its whole process group). The checkout is removed once the run is finished; the log stays.
 
@@ -17,47 +17,32 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import shlex
-import signal
-import subprocess
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from controller.api.loader import DesiredState
 from controller.api.status import TrainingStatus
-from controller.local import processes
+from controller.local.tracked import Tracked
 from controller.planning.ports import CodeSource, RunnerState, Tracking
 from controller.planning.types import TrainingRun
 from controller.state import write_json
 from controller.training import Event, training_pass
 
-# Runs the script, then records its exit code: "$@" is the command, $0 the exit-code file.
-_WRAPPER = '"$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"; exit $code'
-COMMAND_NOT_FOUND = 127
-KILL_GRACE = 10.0
-# The runs this process started, kept to reap them when they end (no zombies) and polled by
-# ``state``; a run adopted after a restart is found by its record instead.
-_STARTED: dict[str, subprocess.Popen[bytes]] = {}
-
 
 class LocalRunner:
-    """The ``Runner`` of one ModelDeployment on this machine."""
+    """The ``Runner`` of one ModelDeployment on this machine: a tracked process per run."""
 
     def __init__(
         self, *, root: Path, code: CodeSource, on_exit: Callable[[], None] = lambda: None
     ) -> None:
         self.root = root
         self.code = code
-        self.on_exit = on_exit  # called (on a thread of its own) when a run it started ends
+        self.tracked = Tracked(root, on_exit)  # on_exit: a run it started ended
 
-    def _paths(self, run_id: str) -> tuple[Path, Path, Path, Path]:
-        base = self.root / run_id
-        return base.with_suffix(".json"), base.with_suffix(".exit"), base.with_suffix(".log"), base
+    def _checkout(self, run_id: str) -> Path:
+        return self.root / run_id
 
     def start(
         self,
@@ -68,108 +53,38 @@ class LocalRunner:
         env: Mapping[str, str],
         timeout: float,
     ) -> str:
-        record, exit_file, log, checkout = self._paths(run.run_id)
+        checkout = self._checkout(run.run_id)
         self.root.mkdir(parents=True, exist_ok=True)
-        exit_file.unlink(missing_ok=True)
         self.code.checkout(commit, checkout)
-        with open(log, "ab") as out:
-            out.write(f"$ {shlex.join(command)}   # at {commit} in {checkout}\n".encode())
-        proc = processes.start_command(
-            ["/bin/sh", "-c", _WRAPPER, str(exit_file), *command],
-            log=log,
+        return self.tracked.start(
+            run.run_id,
+            command,
             env=env,
+            timeout=timeout,
             cwd=checkout,
+            header=f"$ {shlex.join(command)}   # at {commit} in {checkout}",
         )
-        _STARTED[run.run_id] = proc
-        on_exit = self.on_exit
-
-        def watch() -> None:
-            proc.wait()
-            on_exit()
-
-        threading.Thread(target=watch, name=f"training-{run.run_id[:8]}", daemon=True).start()
-        write_json(
-            record,
-            {
-                "pid": proc.pid,
-                "command": command,
-                "commit": commit,
-                "started": time.time(),
-                "deadline": time.time() + timeout,
-                "timeout": timeout,
-            },
-        )
-        return str(log)
 
     def state(self, run: TrainingRun) -> RunnerState:
-        record_path, exit_file, log, _ = self._paths(run.run_id)
-        child = _STARTED.get(run.run_id)
-        if child is not None and child.poll() is not None:
-            del _STARTED[run.run_id]  # reaped; its exit code is in the exit file
-        try:
-            record: dict[str, Any] = json.loads(record_path.read_text())
-        except (OSError, ValueError):
-            return RunnerState("absent", log=str(log) if log.exists() else None)
-        if exit_file.exists():
-            try:
-                code = int(exit_file.read_text().strip())
-            except ValueError:
-                code = -1
-            if code == 0:
-                return RunnerState("succeeded", log=str(log))
-            return RunnerState("failed", _exit_reason(code, record), str(log))
-        pid = int(record["pid"])
-        if _alive(pid, exit_file):
-            if time.time() > float(record["deadline"]):
-                _end_group(pid)
-                return RunnerState(
-                    "failed",
-                    f"timed out after {record['timeout']:g} s (training.timeout)",
-                    str(log),
-                )
-            return RunnerState("running", log=str(log))
-        return RunnerState("failed", "the process ended without an exit code (killed)", str(log))
+        state = self.tracked.state(run.run_id)
+        if state.state != "failed" or state.reason is None:
+            return state
+        reason = state.reason
+        if reason.startswith("command not found"):
+            reason += " (training.command)"
+        elif reason.startswith("exited with code"):
+            reason = f"the script {reason}"
+        elif reason.startswith("timed out"):
+            reason += " (training.timeout)"
+        return RunnerState("failed", reason, state.log)
 
     def log(self, run: TrainingRun) -> str | None:
-        path = self._paths(run.run_id)[2]
-        return str(path) if path.exists() else None
+        return self.tracked.log(run.run_id)
 
     def cleanup(self, run: TrainingRun) -> None:
-        record, exit_file, _, checkout = self._paths(run.run_id)
         with contextlib.suppress(Exception):
-            self.code.remove_checkout(checkout)
-        record.unlink(missing_ok=True)
-        exit_file.unlink(missing_ok=True)
-
-
-def _exit_reason(code: int, record: Mapping[str, Any]) -> str:
-    if code == COMMAND_NOT_FOUND:
-        return f"command not found: {record['command'][0]} (training.command)"
-    return f"the script exited with code {code}"
-
-
-def _alive(pid: int, exit_file: Path) -> bool:
-    """The wrapper shell of this run still runs (its command line names the run's exit file:
-    a recycled pid is not mistaken for it)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return str(exit_file).encode() in cmdline
-
-
-def _end_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+            self.code.remove_checkout(self._checkout(run.run_id))
+        self.tracked.forget(run.run_id)
 
 
 @dataclass
@@ -203,21 +118,9 @@ class LocalTraining:
             return now
 
     def _ended(self) -> set[Path]:
-        """The records of runs on this machine that ended or are past their deadline (read from
-        the records, so runs adopted after a restart count too)."""
-        ended: set[Path] = set()
-        for record in (self.state_root / "envs" / self.env / "training").glob("*/*.json"):
-            if record.name == "since.json":
-                continue
-            exit_file = record.with_suffix(".exit")
-            try:
-                data = json.loads(record.read_text())
-                over = time.time() > float(data["deadline"])
-                if exit_file.exists() or over or not _alive(int(data["pid"]), exit_file):
-                    ended.add(record)
-            except (OSError, ValueError, KeyError):
-                continue
-        return ended
+        """The records of runs on this machine that ended or are past their deadline."""
+        root = self.state_root / "envs" / self.env / "training"
+        return {r for d in root.glob("*/") for r in Tracked(d).ended()}
 
     def needs_pass(self) -> bool:
         """Whether a run ended (or passed its deadline) since the last pass: its version is

@@ -115,6 +115,11 @@ class Tracking(Protocol):
         ...
 
     def set_version_tags(self, *, model: str, version: str, tags: Mapping[str, str]) -> None: ...
+    def model_versions(self, model: str) -> list[RegisteredVersion]:
+        """Every version of registered model ``model``, with its tags ([] when it does not
+        exist)."""
+        ...
+
     def model_tags(self, model: str) -> dict[str, str]:
         """The tags of registered model ``model`` ({} when it does not exist)."""
         ...
@@ -158,6 +163,49 @@ class Runner(Protocol):
     def log(self, run: TrainingRun) -> str | None:
         """Where the run's output is kept, if anywhere."""
         ...
+
+
+class Validator(Protocol):
+    """Where validations run (``mlgitops validate-model``): a local process or a Kubernetes Job,
+    one per model version (the key), started once and watched like a training run."""
+
+    def state(self, key: str) -> RunnerState: ...
+    def start(self, key: str, *, args: list[str], env: Mapping[str, str], timeout: float) -> str:
+        """Start ``mlgitops <args>`` for ``key``; returns where its output goes."""
+        ...
+
+    def cleanup(self, key: str) -> None: ...
+
+
+class Written(Protocol):
+    """What a write-back left in the config repository (``sources.WriteBackResult``)."""
+
+    @property
+    def sha(self) -> str: ...
+    @property
+    def branch(self) -> str: ...
+    @property
+    def created(self) -> bool: ...
+    @property
+    def detail(self) -> str: ...
+
+
+class Promoter(Protocol):
+    """Writes a pin to the config repository, once (``sources.WriteBack``)."""
+
+    def promote(
+        self,
+        *,
+        env: str,
+        name: str,
+        path: str,
+        version: str,
+        alias: Literal["champion", "challenger"] = "champion",
+        policy: Literal["auto", "manual", "disabled"] = "auto",
+        body: str = "",
+        force: bool = False,
+        check: Callable[[bytes], None] | None = None,
+    ) -> Written: ...
 
 
 class CodeSource(Protocol):

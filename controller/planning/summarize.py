@@ -37,6 +37,7 @@ from controller.api.status import (
     HistoryEntry,
     InventoryEntry,
     ModelDeploymentStatus,
+    PromotionStatus,
     ServingStatus,
     StatusModel,
     TrainingStatus,
@@ -60,6 +61,7 @@ class Outcome:
     stalled: bool = False
     progressing: str | None = None  # set while applied state is still rolling out
     training: str | None = None  # set while a training run is in flight
+    awaiting: str | None = None  # set while a promotion branch waits for its merge
 
 
 def conditions(
@@ -86,6 +88,8 @@ def conditions(
         wanted.append(("Stalled", "True", outcome.reason, outcome.message))
     if outcome.training:
         wanted.append(("Training", "True", "RunInFlight", outcome.training))
+    if outcome.awaiting:
+        wanted.append(("AwaitingApproval", "True", "PromotionBranchPushed", outcome.awaiting))
     out = []
     for type_, status, reason, message in wanted:
         old = previous.condition(type_) if previous else None
@@ -118,6 +122,7 @@ def summarize(
     serving: ServingStatus | None = None,
     inventory: list[InventoryEntry] | None = None,
     training: TrainingStatus | None = None,
+    promotion: PromotionStatus | None = None,
 ) -> ModelDeploymentStatus:
     """One ModelDeployment's status after a pass: the last good state stays when nothing applied.
 
@@ -141,6 +146,7 @@ def summarize(
         history=history,
         serving=serving if applied else (previous.serving if previous else None),
         training=training or (previous.training if previous else None),
+        promotion=promotion or (previous.promotion if previous else None),
         inventory=(
             inventory
             if applied and inventory is not None
@@ -238,6 +244,7 @@ def applied_status(
     inventory: list[InventoryEntry] | None = None,
     detail: str | None = None,
     training: TrainingStatus | None = None,
+    promotion: PromotionStatus | None = None,
 ) -> ModelDeploymentStatus:
     """The status of a ModelDeployment whose revision was applied.
 
@@ -259,6 +266,7 @@ def applied_status(
             message=message,
             progressing=progressing(serving),
             training=training_message(training),
+            awaiting=awaiting_message(promotion),
         ),
         generation=generation,
         now=now,
@@ -279,6 +287,7 @@ def applied_status(
         serving=serving,
         inventory=inventory,
         training=training,
+        promotion=promotion,
     )
 
 
@@ -289,6 +298,14 @@ def training_message(training: TrainingStatus | None) -> str | None:
         return None
     commit = f" at {run.code_commit[:12]}" if run.code_commit else ""
     return f"run {run.run_id} ({run.trigger} {run.key}, attempt {run.attempt}){commit}"
+
+
+def awaiting_message(promotion: PromotionStatus | None) -> str | None:
+    """The AwaitingApproval condition's message while a promotion branch waits, else None."""
+    branch = promotion.awaiting_approval if promotion else None
+    if branch is None:
+        return None
+    return f"merge branch {branch} to approve: {promotion.last_proposal if promotion else ''}"
 
 
 def error_reason(error: MlgitopsError, *, invalid: str = "InvalidRevision") -> str:

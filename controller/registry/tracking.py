@@ -253,3 +253,12 @@ class MlflowTracking:
 
     def set_model_tag(self, *, model: str, key: str, value: str) -> None:
         self._call(functools.partial(self._t.set_model_tag, model, key, value))
+
+    def model_versions(self, model: str) -> list[RegisteredVersion]:
+        literal = _literal(model)
+        if literal is None:
+            return []
+        return [
+            _registered(mv)
+            for mv in self._paged(lambda token: self._t.search_versions(f"name = {literal}", token))
+        ]

@@ -1,0 +1,104 @@
+"""Validation and promotion on this machine: ``mlgitops validate-model`` as a tracked process, and
+the write-back to the config repository ``mlgitops run`` syncs from.
+
+``LocalPromotion`` runs the shared promotion pass (``controller.promotion``) for every
+ModelDeployment, on each pass of ``mlgitops run``, after training: a version a training run just
+registered is validated in the same pass. Validations are tracked processes
+(``local.tracked``) keyed by the version under ``<state>/envs/<env>/validation/<name>/``, so a
+restarted runtime adopts one still going rather than starting a second. Write-backs go through
+``sources.WriteBack`` with its own clone under ``<state>/writeback``; a local config repository
+with the write-back branch checked out needs ``git config receive.denyCurrentBranch
+updateInstead`` (the error says so).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.api.documents import Environment
+from controller.api.loader import DesiredState
+from controller.api.status import PromotionStatus
+from controller.local.tracked import Tracked
+from controller.pipeline.pins import check_deployment
+from controller.planning.ports import Promoter, RunnerState, Tracking
+from controller.promotion import promotion_pass
+from controller.training import Event
+
+
+class LocalValidator:
+    """``ports.Validator`` on this machine: ``python -m controller validate-model ...``."""
+
+    def __init__(self, root: Path, on_exit: Callable[[], None] = lambda: None) -> None:
+        self.tracked = Tracked(root, on_exit)
+
+    def state(self, key: str) -> RunnerState:
+        return self.tracked.state(key)
+
+    def start(self, key: str, *, args: list[str], env: Mapping[str, str], timeout: float) -> str:
+        command = [sys.executable, "-m", "controller", *args]
+        return self.tracked.start(
+            key, command, env=env, timeout=timeout, header=f"$ mlgitops {args[0]} (version {key})"
+        )
+
+    def cleanup(self, key: str) -> None:
+        self.tracked.forget(key)
+
+
+@dataclass
+class LocalPromotion:
+    """The promotion pass of every ModelDeployment, on this machine."""
+
+    env: str
+    state_root: Path
+    tracking_uri: str
+    tracking: Tracking
+    promoter_for: Callable[[Environment], Promoter]  # the config repository's write-back
+    data_root: str | None = None
+    on_event: Callable[[Event], None] = lambda _: None
+    on_exit: Callable[[], None] = lambda: None  # a validation this process started ended
+    statuses: dict[str, PromotionStatus] = field(default_factory=dict)
+    _left: set[Path] = field(default_factory=set)  # ended records the last pass left
+
+    def dir(self, name: str) -> Path:
+        return self.state_root / "envs" / self.env / "validation" / name
+
+    def _ended(self) -> set[Path]:
+        root = self.state_root / "envs" / self.env / "validation"
+        return {r for d in root.glob("*/") for r in Tracked(d).ended()}
+
+    def needs_pass(self) -> bool:
+        """A validation ended since the last pass (one adopted after a restart too)."""
+        return bool(self._ended() - self._left)
+
+    def apply(self, desired: DesiredState) -> dict[str, PromotionStatus]:
+        out: dict[str, PromotionStatus] = {}
+        environment = desired.environment
+        promoter = self.promoter_for(environment)
+        for d in desired.deployments:
+            name = d.doc.metadata.name
+
+            def check(data: bytes, path: str = d.at.file, name: str = name) -> None:
+                check_deployment(data, path=path, name=name, environment=environment)
+
+            result = promotion_pass(
+                environment=environment,
+                deployment=d,
+                tracking=self.tracking,
+                validator=LocalValidator(self.dir(name), self.on_exit),
+                promoter=promoter,
+                tracking_uri=self.tracking_uri,
+                data_root=self.data_root,
+                check=check,
+            )
+            before = self.statuses.get(name)
+            for event in result.events:
+                repeated = before is not None and event.message == before.problem
+                if not (event.reason == "WriteBackFailed" and repeated):
+                    self.on_event(event)
+            out[name] = result.status
+        self.statuses = out
+        self._left = self._ended()
+        return out

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from controller.api.where import parse_where
+
 API_VERSION = "mlgitops.io/v1alpha1"
 GROUP = "mlgitops.io"
 
@@ -215,23 +217,57 @@ class Threshold(Model):
     metric: str = Field(min_length=1)
     min: float | None = None
     max: float | None = None
-    min_change_vs_champion: float | None = None
+    min_change_vs_champion: float | None = Field(
+        default=None,
+        description="The new version must beat the champion's value of the metric by at least "
+        "this much (0: be no worse; negative: may be that much worse).",
+    )
+    min_relative_change_vs_champion: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The new version must beat the champion by at least this fraction of the "
+        "champion's value (0.02: 2% better; 0: no worse).",
+    )
 
     @model_validator(mode="after")
     def _one_bound(self) -> Threshold:
-        if self.min is None and self.max is None and self.min_change_vs_champion is None:
-            raise ValueError("a threshold needs min, max or minChangeVsChampion")
+        bounds = (
+            self.min,
+            self.max,
+            self.min_change_vs_champion,
+            self.min_relative_change_vs_champion,
+        )
+        if all(b is None for b in bounds):
+            raise ValueError(
+                "a threshold needs min, max, minChangeVsChampion or minRelativeChangeVsChampion"
+            )
         return self
+
+
+def _where(value: str) -> str:
+    # Parsed at load, so a condition outside the grammar is refused where it is written.
+    parse_where(value)
+    return value
 
 
 class Slice(Model):
     name: str = Field(pattern=_IDENT)
-    where: str = Field(min_length=1)
+    where: Annotated[str, AfterValidator(_where)] = Field(
+        min_length=1,
+        description="A SQL condition over the validation table's columns: comparisons, AND, OR, "
+        "NOT, IN, BETWEEN, LIKE, IS NULL; no function calls or subqueries.",
+    )
     thresholds: list[Threshold] = Field(min_length=1)
 
 
 class ValidationSpec(Model):
     data: DataSpec
+    model_type: Literal["classifier", "regressor"] | None = Field(
+        default=None,
+        description="How the model is evaluated. Omitted: classifier when the target has few "
+        "distinct integer, boolean or string values, else regressor.",
+    )
     thresholds: list[Threshold] = Field(default_factory=list)
     slices: list[Slice] = Field(default_factory=list)
     required_tags: list[str] = Field(default_factory=list)

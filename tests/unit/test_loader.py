@@ -194,3 +194,64 @@ def test_all_problems_are_reported_together() -> None:
     assert len(found) == 2
     assert found[0].startswith("e/a.yaml:9:")
     assert found[1].startswith("e/b.yaml:7:")
+
+
+VALIDATION = """  validation:
+    data: {uri: prod/fraud/holdout, target: label}
+    thresholds:
+      - {metric: roc_auc, min: 0.8, minRelativeChangeVsChampion: 0.01}
+    slices:
+      - name: large
+        where: "amount > 1000"
+        thresholds: [{metric: recall, min: 0.7}]
+"""
+
+
+def test_validation_with_slices_and_comparison_loads() -> None:
+    state = load_environment(
+        {"e/env.yaml": ENV, "e/md.yaml": MD + VALIDATION},
+        env_name="prod",
+        revision="r",
+        folder="e",
+    )
+    validation = state.deployments[0].doc.spec.validation
+    assert validation is not None
+    assert validation.model_type is None  # inferred from the target when validating
+    assert validation.thresholds[0].min_relative_change_vs_champion == 0.01
+    assert validation.slices[0].where == "amount > 1000"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ('"amount > 1000"', '"1=1; DROP TABLE holdout"'),
+            # the line of `where:`; the message names the character in the condition
+            "md.yaml:16: spec.validation.slices.0.where: only one condition is allowed, not "
+            "statements (';') (at character 4)",
+        ),
+        (
+            ('"amount > 1000"', "\"lower(country) = 'fr'\""),
+            "md.yaml:16: spec.validation.slices.0.where: function calls are not allowed",
+        ),
+        (
+            ('"amount > 1000"', '"x > 1) OR (1=1"'),
+            "md.yaml:16: spec.validation.slices.0.where: unbalanced ')' (at character 6)",
+        ),
+        (
+            ("minRelativeChangeVsChampion: 0.01", "minRelativeChangeVsChampion: 1.5"),
+            "md.yaml:13: spec.validation.thresholds.0.minRelativeChangeVsChampion: must be less "
+            "than or equal to 1",
+        ),
+        (
+            ("target: label}", "target: label}\n    modelType: ranker"),
+            "md.yaml:12: spec.validation.modelType: must be 'classifier' or 'regressor', got "
+            "'ranker'",
+        ),
+    ],
+)
+def test_validation_problems_name_file_line_and_field(
+    change: tuple[str, str], expected: str
+) -> None:
+    found = problems({"e/env.yaml": ENV, "e/md.yaml": MD + VALIDATION.replace(*change)})
+    assert any(p.startswith(f"e/{expected}") for p in found), found

@@ -92,6 +92,11 @@ class JobError(MlgitopsError):
     """A job cannot run as asked: a missing table or alias, or data the model refuses."""
 
 
+class EvaluationFailed(MlgitopsError):
+    """A model could not be loaded, predict or be evaluated: a finding about the model (a
+    failed validation check), not a reason to stop."""
+
+
 def one_line(exc: BaseException | str, *, lines: int = 1, limit: int = 500) -> str:
     """An error as one short line: MLflow's, deltalake's and requests' messages run to pages.
 

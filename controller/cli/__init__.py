@@ -6,6 +6,7 @@
 - ``training``: ``train``, ``runs`` (training runs by hand, and their record)
 - ``promotion``: ``promote``, ``rollback`` (write-back commits by hand)
 - ``jobs``: ``batch``, ``monitor`` (what the CronJobs run); ``serve``: the model server
+- ``validation``: ``validate-model`` (a new version validated and compared with the champion)
 - ``options``: the options, output and failure path they share
 
 Modules import their heavy dependencies (MLflow, kopf) inside the command that needs them, so
@@ -16,7 +17,17 @@ from __future__ import annotations
 
 import typer
 
-from controller.cli import config, inspect, jobs, operator, promotion, run, serve, training
+from controller.cli import (
+    config,
+    inspect,
+    jobs,
+    operator,
+    promotion,
+    run,
+    serve,
+    training,
+    validation,
+)
 
 app = typer.Typer(
     name="mlgitops",
@@ -45,6 +56,7 @@ for command in (
     jobs.batch,
     jobs.monitor,
     serve.serve,
+    validation.validate_model,
 ):
     app.command()(command)
 

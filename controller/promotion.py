@@ -17,7 +17,6 @@ repository again to learn it. The alias itself moves only when the sync applies 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,6 +25,12 @@ from controller.api.loader import DeploymentDoc
 from controller.api.status import PromotionStatus
 from controller.errors import InvalidInput, MlgitopsError, Unavailable
 from controller.pipeline.promotion import TAG_PROPOSED, Proposal, Version, decide
+from controller.pipeline.validation import (
+    TAG_COMPARISON_DETAIL,
+    TAG_FAILED_CHECKS,
+    TAG_REPORT,
+    validation_args,
+)
 from controller.planning.ports import Promoter, Tracking, Validator
 from controller.planning.types import VALIDATION_TAG
 from controller.redact import redact
@@ -33,6 +38,7 @@ from controller.training import Event
 
 TAG_VALIDATION_ERROR = "mlgitops.validation.error"  # validate-model could not run (bad input)
 VALIDATION_TIMEOUT = 3600.0
+RECENT = 10  # the newest trained versions whose validation process is looked at
 
 
 @dataclass
@@ -40,30 +46,6 @@ class PromotionResult:
     status: PromotionStatus
     events: list[Event] = field(default_factory=list)
     error: MlgitopsError | None = None
-
-
-def validate_args(
-    environment: Environment, deployment: DeploymentDoc, version: str, tracking_uri: str
-) -> list[str]:
-    """The ``mlgitops`` arguments of one validation: everything it needs is in them (a pod has
-    no config repository to read the ModelDeployment from)."""
-    validation = deployment.doc.spec.validation
-    assert validation is not None
-    spec = validation.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return [
-        "validate-model",
-        deployment.doc.metadata.name,
-        "--environment",
-        environment.metadata.name,
-        "--model",
-        deployment.registered_model,
-        "--version",
-        version,
-        "--spec-json",
-        json.dumps(spec, sort_keys=True),
-        "--tracking-uri",
-        tracking_uri,
-    ]
 
 
 def promotion_pass(
@@ -89,9 +71,8 @@ def promotion_pass(
 
     validating: str | None = None
     problem: str | None = None
-    for v in versions:
-        if v.status != "PENDING" or not v.trained or TAG_VALIDATION_ERROR in v.tags:
-            continue
+    trained = sorted((v for v in versions if v.trained), key=lambda v: v.number)
+    for v in trained[-RECENT:]:  # validations finish in order; older ones were cleaned up
         state = validator.state(v.version)
         if state.state == "running":
             validating = v.version
@@ -99,9 +80,19 @@ def promotion_pass(
         if state.state == "absent":
             continue
         validator.cleanup(v.version)
-        again = tracking.model_versions(model)
-        now = next((r for r in again if r.version == v.version), None)
-        if now is not None and now.tags.get(VALIDATION_TAG) == "PENDING":
+        now = next((r for r in tracking.model_versions(model) if r.version == v.version), None)
+        verdict = now.tags.get(VALIDATION_TAG) if now is not None else None
+        if verdict in ("PASSED", "FAILED"):
+            assert now is not None
+            failed = now.tags.get(TAG_FAILED_CHECKS, "")
+            events.append(
+                Event(
+                    "Warning" if verdict == "FAILED" else "Normal",
+                    "ValidationFailed" if verdict == "FAILED" else "ValidationPassed",
+                    f"version {v.version}: {verdict}" + (f" ({failed})" if failed else ""),
+                )
+            )
+        elif now is not None:
             # It ended without a verdict: unusable input (exit 2) or a crash. Recorded, not
             # retried in a loop; `mlgitops validate-model` by hand runs it again.
             reason = redact(state.reason or "ended without a verdict")[:300]
@@ -112,22 +103,10 @@ def promotion_pass(
                 Event(
                     "Warning",
                     "ValidationFailed",
-                    f"version {v.version}: could not validate: {reason}",
+                    f"version {v.version}: could not validate: {reason} (log: {state.log})",
                 )
             )
             problem = f"validation of version {v.version} could not run: {reason}"
-        elif now is not None:
-            verdict = now.tags.get(VALIDATION_TAG)
-            kind = "Warning" if verdict == "FAILED" else "Normal"
-            reason = "ValidationFailed" if verdict == "FAILED" else "ValidationPassed"
-            failed = now.tags.get("mlgitops.validation.failed_checks", "")
-            events.append(
-                Event(
-                    kind,
-                    reason,
-                    f"version {v.version}: {verdict}" + (f" ({failed})" if failed else ""),
-                )
-            )
     if events:  # verdicts just landed: decide on them
         versions = [
             Version(r.version, dict(r.tags))
@@ -148,7 +127,15 @@ def promotion_pass(
     status = PromotionStatus(validating=validating, waiting=decision.waiting, problem=problem)
     status.awaiting_approval, status.last_proposal = _awaiting(versions, champion, challenger)
     if decision.validate is not None:
-        args = validate_args(environment, deployment, decision.validate, tracking_uri)
+        assert spec.validation is not None  # decide() validates only then
+        args = validation_args(
+            name=deployment.doc.metadata.name,
+            model=model,
+            version=decision.validate,
+            environment=environment.metadata.name,
+            spec=spec.validation,
+        )
+        args += ["--tracking-uri", tracking_uri]
         if data_root:
             args += ["--data-root", data_root]
         try:
@@ -262,7 +249,7 @@ def _awaiting(
 def _body(proposal: Proposal, old: str | None, tags: Mapping[str, str]) -> str:
     get = tags.get
     lines = [f"{proposal.alias}: {old or 'none'} -> {proposal.version}", proposal.reason]
-    detail = get("mlgitops.comparison.detail")
+    detail = get(TAG_COMPARISON_DETAIL)
     if detail and proposal.alias == "challenger":
         lines.append(f"comparison: {detail}")
     commit, run = get("mlgitops.code_commit"), get("mlgitops.run_id")
@@ -270,7 +257,7 @@ def _body(proposal: Proposal, old: str | None, tags: Mapping[str, str]) -> str:
         lines.append(f"code commit: {commit}")
     if run:
         lines.append(f"training run: {run}")
-    report = get("mlgitops.validation.report")
+    report = get(TAG_REPORT)
     if report:
         lines.append(f"validation report: {report}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ class StatusModel(BaseModel):
 
 
 class Condition(StatusModel):
-    type: Literal["Ready", "Reconciling", "Stalled", "Training"]
+    type: Literal["Ready", "Reconciling", "Stalled", "Training", "AwaitingApproval"]
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$")
     message: str = ""

@@ -31,14 +31,17 @@ from controller.training import Event
 class LocalValidator:
     """``ports.Validator`` on this machine: ``python -m controller validate-model ...``."""
 
-    def __init__(self, root: Path, on_exit: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, root: Path, state_root: Path, on_exit: Callable[[], None] = lambda: None
+    ) -> None:
         self.tracked = Tracked(root, on_exit)
+        self.state_root = state_root  # the embedded store keeps its artifacts there
 
     def state(self, key: str) -> RunnerState:
         return self.tracked.state(key)
 
     def start(self, key: str, *, args: list[str], env: Mapping[str, str], timeout: float) -> str:
-        command = [sys.executable, "-m", "controller", *args]
+        command = [sys.executable, "-m", "controller", *args, "--state-dir", str(self.state_root)]
         return self.tracked.start(
             key, command, env=env, timeout=timeout, header=f"$ mlgitops {args[0]} (version {key})"
         )
@@ -87,7 +90,7 @@ class LocalPromotion:
                 environment=environment,
                 deployment=d,
                 tracking=self.tracking,
-                validator=LocalValidator(self.dir(name), self.on_exit),
+                validator=LocalValidator(self.dir(name), self.state_root, self.on_exit),
                 promoter=promoter,
                 tracking_uri=self.tracking_uri,
                 data_root=self.data_root,

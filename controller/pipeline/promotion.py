@@ -8,8 +8,8 @@ The steps, in order, each one at a time:
 
 1. **validate** the newest PENDING version that a training run produced (older PENDING ones are
    superseded: a newer model of the same code line exists);
-2. **propose it as challenger**: the newest PASSED version, newer than the champion and than the
-   challenger pinned now, not rolled back, not proposed before;
+2. **propose it as challenger**: the newest version mlgitops validated and found PASSED, newer
+   than the champion and than the challenger pinned now, not rolled back, not proposed before;
 3. **promote** the challenger Git pins (and the registry's alias already follows) when its
    comparison with the champion was WON, it is not rolled back and was not promoted before;
    a LOST challenger stays where it is, reported, until a person removes it or a newer version
@@ -27,9 +27,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from controller.pipeline.validation import TAG_COMPARISON, TAG_COMPARISON_DETAIL
+from controller.pipeline.validation import TAG_RUN as TAG_VALIDATION_RUN
 from controller.planning.types import VALIDATION_TAG
 
-TAG_COMPARISON = "mlgitops.comparison"  # WON or LOST, set by validation
 TAG_ROLLED_BACK = "mlgitops.rolled_back"  # the config revision that took the champion pin away
 TAG_PROPOSED = "mlgitops.proposed."  # + alias: the commit (or branch) that proposed it
 TAG_TRAINING_RUN = "mlgitops.run_id"  # set when a training run produced the version
@@ -66,6 +67,12 @@ class Version:
     @property
     def trained(self) -> bool:
         return TAG_TRAINING_RUN in self.tags
+
+    @property
+    def validated(self) -> bool:
+        """Validated by mlgitops (a version registered and tagged PASSED by hand is not the
+        controller's to propose)."""
+        return TAG_VALIDATION_RUN in self.tags
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,7 @@ def decide(
         v
         for v in by_number
         if v.status == "PASSED"
+        and v.validated
         and v.number > floor
         and v.version not in pinned
         and not v.rolled_back
@@ -138,7 +146,7 @@ def decide(
         if current.rolled_back:
             return Decision(waiting=f"challenger {challenger} was rolled back")
         if current.comparison == "WON" and not current.proposed("champion"):
-            detail = current.tags.get(TAG_COMPARISON + ".detail", "")
+            detail = current.tags.get(TAG_COMPARISON_DETAIL, "")
             return Decision(
                 propose=Proposal(
                     "champion",

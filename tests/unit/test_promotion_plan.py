@@ -11,6 +11,8 @@ def v(number: int, status: str | None = "PASSED", **tags: str) -> Version:
     base = {"mlgitops.run_id": f"run{number}"}
     if status is not None:
         base["model_validation_status"] = status
+    if status in ("PASSED", "FAILED"):
+        base["mlgitops.validation.run_id"] = f"validation{number}"
     base.update({k.replace("__", "."): val for k, val in tags.items()})
     return Version(str(number), base)
 

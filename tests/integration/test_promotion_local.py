@@ -1,0 +1,240 @@
+"""From a commit on the release branch to a new champion, and back, on one machine.
+
+Real Git (the config repository accepts pushes into its checked-out branch with
+``receive.denyCurrentBranch updateInstead``), real MLflow, real training and validation
+processes: the controller's passes (``reconcile`` with the local runtime's training and promotion
+steps) run in this process, as ``mlgitops run`` runs them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deltalake import write_deltalake
+
+from controller.engine import SyncResult, reconcile
+from controller.local.promotion import LocalPromotion
+from controller.local.training import LocalTraining
+from controller.registry import MlflowRegistry, MlflowTracking
+from controller.sources import CodeRepo, GitSource, WriteBack
+from controller.state import StateDir
+from controller.training import Event
+from tests.helpers import PROJECT, ConfigRepo, RegistryView, git, wait_for
+from tests.integration.test_training_local import CodeRepoDir
+
+FRAUD = "prod.fraud.fraud_detector"
+FRAUD_FILE = "environments/prod/fraud-detector.yaml"
+
+
+def fraud_doc(code: Path) -> str:
+    return f"""\
+# Credit-card fraud: trained from code, validated, promoted by the controller.
+apiVersion: mlgitops.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: fraud-detector
+spec:
+  model: fraud.fraud_detector   # prod.fraud.fraud_detector
+  promotion:
+    policy: auto                # the controller commits its promotions
+  training:
+    source: {{repo: {code}, branch: release, paths: ["train.py", "params.json"]}}
+    command: ["python", "train.py"]
+    retries: 0
+  validation:
+    data: {{uri: prod/fraud/holdout, target: label}}
+    thresholds:
+      - {{metric: roc_auc, min: 0.8}}
+    slices:
+      - name: large_amounts
+        where: "amount > 100"
+        thresholds: [{{metric: roc_auc, min: 0.6}}]
+"""
+
+
+def holdout(tables: Path) -> None:
+    """The validation table: data of the distribution the example project trains on."""
+    spec = importlib.util.spec_from_file_location(
+        "fraud_train", PROJECT / "examples/fraud_project/train.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    features, label = module.dataset()  # the training data's distribution
+    write_deltalake(str(tables / "prod/fraud/holdout"), features.assign(label=label))
+
+
+class Loop:
+    """The passes of `mlgitops run --env prod`, in this process."""
+
+    def __init__(self, repo: ConfigRepo, state_dir: Path) -> None:
+        self.repo, self.state = repo, StateDir(state_dir)
+        self.uri = f"sqlite:///{state_dir / 'mlflow.db'}"
+        self.tracking = MlflowTracking(self.uri, artifact_root=state_dir / "artifacts")
+        self.events: list[Event] = []
+        tables = str(state_dir / "tables")
+        self.training = LocalTraining(
+            env="prod",
+            state_root=state_dir,
+            tracking_uri=self.uri,
+            tracking=self.tracking,
+            code_for=lambda url: CodeRepo(url, cache_dir=state_dir / "git"),
+            data_root=tables,
+            on_event=self.events.append,
+        )
+        self.promotion = LocalPromotion(
+            env="prod",
+            state_root=state_dir,
+            tracking_uri=self.uri,
+            tracking=self.tracking,
+            promoter_for=lambda e: WriteBack(
+                str(repo.path),
+                cache_dir=self.state.writeback,
+                branch=e.spec.write_back.branch,
+                author=e.spec.write_back.author,
+            ),
+            data_root=tables,
+            on_event=self.events.append,
+        )
+
+    def once(self) -> SyncResult:
+        source = GitSource(str(self.repo.path), cache_dir=self.state.root / "git")
+        try:
+            result = reconcile(
+                env="prod",
+                source=source,
+                registry_for=lambda _: MlflowRegistry(self.uri),
+                store=self.state,
+                train=self.training.apply,
+                promote=self.promotion.apply,
+            )
+        finally:
+            source.close()
+        assert result.error is None, result.error
+        return result
+
+    def until(self, what: str, check: Any, timeout: float = 240) -> Any:
+        def step() -> Any:
+            self.once()
+            found = check()
+            if not found:
+                time.sleep(0.5)
+            return found
+
+        return wait_for(
+            what, step, timeout=timeout, on_timeout=lambda: "\n".join(map(str, self.events))
+        )
+
+    def reasons(self) -> list[str]:
+        return [e.reason for e in self.events]
+
+
+def trailers(repo: Path) -> list[str]:
+    out = git(repo, "log", "--format=%(trailers:key=Mlgitops-Promotion,valueonly)")
+    return [line for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def loop(repo: ConfigRepo, state_dir: Path, code: CodeRepoDir) -> Loop:
+    git(repo.path, "config", "receive.denyCurrentBranch", "updateInstead")
+    repo.write(FRAUD_FILE, fraud_doc(code.path))
+    repo.commit("Train, validate and promote the fraud detector")
+    holdout(state_dir / "tables")
+    return Loop(repo, state_dir)
+
+
+@pytest.fixture
+def code(tmp_path: Path) -> CodeRepoDir:
+    return CodeRepoDir(tmp_path / "fraud-code")
+
+
+def test_commit_to_champion_then_rollback_and_a_worse_model(
+    loop: Loop, repo: ConfigRepo, code: CodeRepoDir, registry: RegistryView, state_dir: Path
+) -> None:
+    before = repo.read(FRAUD_FILE).encode()
+    # The head trains (v4), validates, becomes challenger, wins (no champion yet), is promoted.
+    loop.until("champion 4", lambda: registry.aliases(FRAUD).get("champion") == "4")
+    tags = registry.tags(FRAUD, "4")
+    assert (tags["model_validation_status"], tags["mlgitops.comparison"]) == ("PASSED", "WON")
+    assert trailers(repo.path) == [
+        "prod/fraud-detector/champion/v4",
+        "prod/fraud-detector/challenger/v4",
+    ]
+    # The two write-backs changed only the pins: every other byte of the file is the same.
+    after = repo.read(FRAUD_FILE).encode()
+    assert (
+        after
+        == before.replace(b"  promotion:\n", b'  champion:\n    version: "4"\n  promotion:\n', 1)
+        or after.replace(b'  champion:\n    version: "4"\n', b"", 1) == before
+    ), after.decode()
+    assert registry.aliases(FRAUD) == {"champion": "4"}
+    assert {"ValidationPassed", "ChallengerProposed", "PromotionCommitted"} <= set(loop.reasons())
+
+    # A better model of the same line: v5, challenger, champion.
+    code.write("params.json", '{"C": 0.5}\n')
+    code.commit("C=0.5")
+    loop.until("champion 5", lambda: registry.aliases(FRAUD).get("champion") == "5")
+    assert len(trailers(repo.path)) == 4
+
+    # mlgitops rollback: the revert of the last promotion commit; v4 serves again, and v5 (still
+    # the challenger pin, as before its promotion) is never proposed again.
+    ran = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("mlgitops")),
+            "rollback",
+            "fraud-detector",
+            "--env",
+            "prod",
+            "--repo",
+            str(repo.path),
+            "--state-dir",
+            str(state_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0, ran.stderr
+    loop.until("champion 4 again", lambda: registry.aliases(FRAUD).get("champion") == "4")
+    assert registry.aliases(FRAUD) == {"champion": "4", "challenger": "5"}
+    assert "mlgitops.rolled_back" in registry.tags(FRAUD, "5")
+    head = repo.head()
+    for _ in range(3):
+        status = loop.once().status
+    assert repo.head() == head  # nothing proposed again
+    fraud = status["models"]["fraud-detector"]["status"]
+    assert fraud["promotion"]["waiting"] == "challenger 5 was rolled back"
+
+    # A worse model: its training code shuffles the labels. FAILED; the champion stays.
+    train = (code.path / "train.py").read_text()
+    code.write(
+        "train.py",
+        train.replace(
+            "    model.fit(x_train, y_train)",
+            "    model.fit(x_train, y_train.sample(frac=1, random_state=1).to_numpy())",
+        ),
+    )
+    code.commit("A bug: the labels are shuffled")
+    loop.until(
+        "version 6 FAILED",
+        lambda: _status(registry, "6") == "FAILED",
+    )
+    failed = registry.tags(FRAUD, "6")["mlgitops.validation.failed_checks"]
+    assert "threshold:roc_auc:min" in failed
+    loop.until("the verdict's Event", lambda: "ValidationFailed" in loop.reasons())
+    loop.once()
+    assert repo.head() == head
+    assert registry.aliases(FRAUD) == {"champion": "4", "challenger": "5"}
+
+
+def _status(registry: RegistryView, version: str) -> str | None:
+    try:
+        return registry.tags(FRAUD, version).get("model_validation_status")
+    except Exception:  # not registered yet
+        return None

@@ -142,6 +142,30 @@ def test_rest_writes_are_what_mlflow_reads_back(server: MlflowServer) -> None:
     assert rest.stats.tag_writes == 2
 
 
+def test_model_tags_and_versions_read_alike_over_both_transports(server: MlflowServer) -> None:
+    """What the retraining trigger and the promotion pass read and write, either way."""
+    from controller.registry import MlflowTracking
+
+    rest = MlflowTracking(server.url, transport=RestTransport(server.url))
+    client = MlflowTracking(server.url, transport=ClientTransport(server.url))
+    rest.set_model_tag(model=FRAUD, key="mlgitops.retrain_due", value="w-1")
+    assert client.model_tags(FRAUD)["mlgitops.retrain_due"] == "w-1"
+    client.set_model_tag(model=FRAUD, key="mlgitops.retrain_due", value="w-2")
+    assert rest.model_tags(FRAUD) == client.model_tags(FRAUD)
+    assert rest.model_tags(FRAUD)["mlgitops.retrain_due"] == "w-2"
+    assert (
+        rest.model_tags("staging.nope.nothing") == {} == client.model_tags("staging.nope.nothing")
+    )
+    by_rest = {v.version: dict(v.tags) for v in rest.model_versions(FRAUD)}
+    by_client = {v.version: dict(v.tags) for v in client.model_versions(FRAUD)}
+    assert by_rest == by_client
+    assert by_rest["3"]["mlgitops.code_commit"] == "abc1234"
+    assert rest.model_versions("staging.nope.nothing") == []
+    registry, _ = both(server.url)
+    registry.tag_version(model=FRAUD, version="2", key="mlgitops.rolled_back", value="r9")
+    assert RegistryView(server.url).tags(FRAUD, "2")["mlgitops.rolled_back"] == "r9"
+
+
 def test_server_down_is_one_line_and_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     url = f"http://bob:hunter2@127.0.0.1:{free_port()}"

@@ -9,7 +9,7 @@ are errors, so a typo never silently turns into a default.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from croniter import croniter
 from pydantic import (
@@ -95,10 +95,14 @@ class ObjectMeta(Model):
 # --- Environment ---------------------------------------------------------------------------
 
 
+def _carries_credentials(url: str) -> bool:
+    return bool(_USERINFO.search(url) or _SECRET_PARAM.search(url))
+
+
 def _no_credentials(value: str | None) -> str | None:
     # A credential in Git is leaked to everyone who can read the repository, and from there
     # into every object and pod the controller renders: refuse it where it is written.
-    if value is not None and (_USERINFO.search(value) or _SECRET_PARAM.search(value)):
+    if value is not None and _carries_credentials(value):
         raise ValueError(
             "must not carry credentials (user:password@ or a token parameter): put them in the "
             "Secret mlgitops-mlflow (keys token, or username and password), which the operator "
@@ -124,6 +128,117 @@ class WriteBackSpec(Model):
     author: str = Field(default="mlgitops <mlgitops@localhost>", pattern=r"^[^<>]+ <[^<>]+>$")
 
 
+# What the controller can tell a notification endpoint about. The controller decides when each
+# happens; an endpoint lists the ones it wants.
+NotificationEvent = Literal[
+    "ValidationFailed",
+    "ChallengerProposed",
+    "PromotionCommitted",
+    "AwaitingApproval",
+    "RollbackDetected",
+    "TrainingFailed",
+    "SyncStalled",
+    "DriftDetected",
+    "QualityBreached",
+    "RetrainingDue",
+]
+NOTIFICATION_EVENTS: tuple[str, ...] = get_args(NotificationEvent)
+
+# Secrets reach the controller as environment variables, and a document may name only these:
+# otherwise a line in Git could have the controller sign with, or send to an address made of,
+# another credential it holds (MLFLOW_TRACKING_TOKEN). On Kubernetes the operator gets every key
+# of the Secret mlgitops-notifications under this prefix.
+NOTIFY_ENV_PREFIX = "MLGITOPS_NOTIFY_"
+NOTIFY_SECRET = "mlgitops-notifications"
+EnvVarName = Annotated[
+    str,
+    Field(
+        pattern=rf"^{NOTIFY_ENV_PREFIX}[A-Z0-9_]+$",
+        max_length=253,
+    ),
+]
+_FROM_ENV = (
+    f"an environment variable of the controller named {NOTIFY_ENV_PREFIX}*; on Kubernetes, key "
+    f"<NAME> of the Secret {NOTIFY_SECRET} is {NOTIFY_ENV_PREFIX}<NAME>."
+)
+
+_HTTP_URL = re.compile(r"^https?://[^/\s?#]+(?:[/?#]\S*)?$")
+# Slack's incoming-webhook URLs are bearer credentials (Slack revokes those it finds in public
+# repositories).
+_SLACK_HOOK = re.compile(r"^https?://hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/")
+
+
+def _notification_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _HTTP_URL.match(value):
+        raise ValueError(f"must be an http:// or https:// URL, got {value.split('?')[0]!r}")
+    if _carries_credentials(value):
+        raise ValueError(
+            "must not carry credentials (user:password@ or a token parameter): give the whole "
+            f"URL through urlEnv (a variable from the Secret {NOTIFY_SECRET} on Kubernetes), "
+            "and sign json bodies with tokenEnv"
+        )
+    if _SLACK_HOOK.match(value):
+        raise ValueError(
+            "is a Slack webhook URL, which is itself a credential: put it in the Secret "
+            f"{NOTIFY_SECRET} (or the controller's environment) and name the variable in urlEnv"
+        )
+    return value
+
+
+class NotificationEndpoint(Model):
+    """One HTTP endpoint that receives the events it lists, as a Slack message or signed JSON."""
+
+    name: str = Field(pattern=_NAME, max_length=63, description="Names it in logs and metrics.")
+    url: Annotated[str | None, AfterValidator(_notification_url)] = Field(
+        default=None,
+        description="Where to POST, without credentials. Exactly one of url and urlEnv.",
+    )
+    url_env: EnvVarName | None = Field(
+        default=None,
+        description="For a URL that is itself a secret (a Slack webhook): the URL is in "
+        + _FROM_ENV,
+    )
+    format: Literal["json", "slack"] = Field(
+        default="json",
+        description="json: the event as JSON, signed (X-Mlgitops-Signature-256); slack: a Slack "
+        "incoming-webhook message.",
+    )
+    events: list[NotificationEvent] = Field(min_length=1, description="The events to send.")
+    token_env: EnvVarName | None = Field(
+        default=None,
+        description="json: the HMAC-SHA256 key the body is signed with is in " + _FROM_ENV,
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NotificationEndpoint:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url and urlEnv")
+        if self.format == "json" and self.token_env is None:
+            raise ValueError(
+                "a json endpoint needs tokenEnv: its bodies are signed with HMAC-SHA256 "
+                "(X-Mlgitops-Signature-256) so the receiver can tell them from forgeries"
+            )
+        if self.format == "slack" and self.token_env is not None:
+            raise ValueError(
+                "slack bodies are not signed (Slack's incoming webhooks take no signature): "
+                "drop tokenEnv; the webhook URL is the secret, so give it with urlEnv"
+            )
+        twice = sorted({e for e in self.events if self.events.count(e) > 1})
+        if twice:
+            raise ValueError(f"events lists {', '.join(twice)} more than once")
+        return self
+
+
+def _unique_endpoints(value: list[NotificationEndpoint]) -> list[NotificationEndpoint]:
+    names = [endpoint.name for endpoint in value]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"endpoint names must be unique: {', '.join(twice)} used more than once")
+    return value
+
+
 class EnvironmentSpec(Model):
     catalog: str = Field(
         pattern=_IDENT, description="Registered models are <catalog>.<schema>.<model>."
@@ -139,6 +254,10 @@ class EnvironmentSpec(Model):
     )
     read_catalogs: list[Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=list)
     write_back: WriteBackSpec = Field(default_factory=WriteBackSpec)
+    notifications: Annotated[list[NotificationEndpoint], AfterValidator(_unique_endpoints)] = Field(
+        default_factory=list,
+        description="HTTP endpoints told about events (validation, promotion, rollback, ...).",
+    )
 
 
 class Environment(Model):

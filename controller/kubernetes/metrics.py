@@ -61,6 +61,13 @@ TRAINING_EVENTS = Counter(
     registry=REGISTRY,
 )
 
+NOTIFICATIONS = Counter(
+    "mlgitops_notifications_total",
+    "Notifications by event, endpoint and result (delivered, failed after retries, dropped).",
+    ["event", "endpoint", "result"],
+    registry=REGISTRY,
+)
+
 
 def set_revision(environment: str, revision: str) -> None:
     GIT_REVISION.clear()
@@ -69,3 +76,8 @@ def set_revision(environment: str, revision: str) -> None:
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+
+def notification_result(endpoint: str, event: str, result: str) -> None:
+    """A ``Notifier``'s ``on_result``: count each delivery's outcome."""
+    NOTIFICATIONS.labels(event=event, endpoint=endpoint, result=result).inc()

@@ -322,6 +322,16 @@ def test_credentials_come_from_optional_secret_keys(target: str) -> None:
     }
 
 
+def test_notification_secrets_come_from_one_optional_secret_under_a_prefix(target: str) -> None:
+    """Environment documents name MLGITOPS_NOTIFY_* variables; the Secret supplies them."""
+    assert container(build(target))["envFrom"] == [
+        {
+            "prefix": "MLGITOPS_NOTIFY_",
+            "secretRef": {"name": "mlgitops-notifications", "optional": True},
+        }
+    ]
+
+
 def test_requests_limits_and_probes(target: str) -> None:
     c = container(build(target))
     for kind in ("requests", "limits"):

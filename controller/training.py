@@ -56,8 +56,9 @@ class Event:
     runtime prints it)."""
 
     type: str  # Normal | Warning
-    reason: str  # TrainingStarted, TrainingSucceeded, TrainingFailed, TrainingBlocked
+    reason: str  # TrainingStarted, TrainingSucceeded, TrainingFailed, TrainingBlocked, ...
     message: str
+    deployment: str | None = None  # the ModelDeployment it is about (set by the runtimes)
 
 
 @dataclass
@@ -209,6 +210,15 @@ def training_pass(
             },
         )
         if not again:
+            if request.trigger == "retrain" and request.attempt == 1:
+                events.append(
+                    Event(
+                        "Normal",
+                        "RetrainingDue",
+                        f"monitoring window {request.key} made retraining due: training "
+                        f"{request.commit[:12]}",
+                    )
+                )
             run = tracking.create_run(
                 experiment_id=experiment, tags=tags, name=run_name(name, request)
             )

@@ -13,6 +13,7 @@ environment is refused rather than racing it, and it stops everything it started
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from controller.local.cron import LocalCron
 from controller.local.promotion import LocalPromotion
 from controller.local.servers import LocalRuntime
 from controller.local.training import LocalTraining
+from controller.notify import Notifier
 from controller.planning.ports import (
     CodeSource,
     Promoter,
@@ -35,8 +37,20 @@ from controller.planning.ports import (
     Written,
 )
 from controller.state import StateDir
+from controller.training import Event
 
 TICK_SECONDS = 1.0
+# The Events that notifications may subscribe to (the others are only printed).
+NOTIFIED = frozenset(
+    {
+        "TrainingFailed",
+        "ValidationFailed",
+        "ChallengerProposed",
+        "PromotionCommitted",
+        "AwaitingApproval",
+        "RetrainingDue",
+    }
+)
 
 
 def run(
@@ -108,6 +122,17 @@ def run(
         cron.apply(desired)  # the batch and monitoring CronJobs, on this machine's clock
         return runtime.apply(desired)
 
+    notifier = Notifier.for_environment(first.environment, state_dir=state)
+
+    def event(e: Event) -> None:
+        say(f"{env}: {e.reason}: {e.message}")
+        if e.reason in NOTIFIED:
+            key = hashlib.sha256(f"{e.deployment}|{e.message}".encode()).hexdigest()[:20]
+            notifier.notify(e.reason, key, model=e.deployment, message=e.message)
+
+    trainer.on_event = event
+    promotion.on_event = event
+
     try:
         with state.lock(env):
             say(f"mlgitops run: environment {env} from {source.display}; Ctrl-C stops")
@@ -124,8 +149,26 @@ def run(
                     promote=promotion.apply,
                 )
                 source.close()  # the next pass sees new commits (and fetches a remote)
+                if result.desired is not None:
+                    notifier.configure(result.desired.environment.spec.notifications)
+                for model, version in result.rolled_back:
+                    revision = result.commit.sha if result.commit else ""
+                    notifier.notify(
+                        "RollbackDetected",
+                        f"{model}/{version}/{revision}",
+                        model=model,
+                        message=f"{model} version {version} lost the champion pin at "
+                        f"{revision[:12]} without a promotion commit: never proposed again",
+                    )
                 if result.error is not None:
                     on_error(result.error)
+                    if isinstance(result.error, InvalidInput):
+                        revision = str(result.error.revision or "")
+                        notifier.notify(
+                            "SyncStalled",
+                            revision or str(result.error),
+                            message=f"revision {revision[:12]} refused: {result.error}",
+                        )
                 elif result.commit is not None and (result.applied or result.commit.sha != last):
                     last = result.commit.sha
                     say(f"{env}: {_summary(result)}")
@@ -139,6 +182,7 @@ def run(
     finally:
         cron.stop_all()
         runtime.stop_all()
+        notifier.close(timeout=5.0)
 
 
 class _ReadOnly:

@@ -13,6 +13,7 @@ updateInstead`` (the error says so).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -100,7 +101,7 @@ class LocalPromotion:
             for event in result.events:
                 repeated = before is not None and event.message == before.problem
                 if not (event.reason == "WriteBackFailed" and repeated):
-                    self.on_event(event)
+                    self.on_event(dataclasses.replace(event, deployment=name))
             out[name] = result.status
         self.statuses = out
         self._left = self._ended()

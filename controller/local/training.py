@@ -15,6 +15,7 @@ ModelDeployment with a ``training`` section, on each pass of ``mlgitops run``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import shlex
@@ -154,7 +155,7 @@ class LocalTraining:
                 # A blocked source is said once, not on every pass until it is fixed.
                 repeated = before is not None and event.message == before.problem
                 if not (event.reason == "TrainingBlocked" and repeated):
-                    self.on_event(event)
+                    self.on_event(dataclasses.replace(event, deployment=name))
             out[name] = result.status
         self.statuses = out
         self._left = self._ended()

@@ -133,6 +133,66 @@ def wait_trained(state: Path, runs: int, timeout: float = 180) -> str:
     raise SystemExit(f"demo: fraud-detector did not train {runs} time(s) in {timeout:.0f} s")
 
 
+def holdout_table(tables: Path) -> None:
+    """prod/fraud/holdout: labelled transactions the training project's model is validated on."""
+    import importlib.util
+
+    from deltalake import write_deltalake
+
+    spec = importlib.util.spec_from_file_location(
+        "fraud_train", PROJECT / "examples/fraud_project/train.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    features, label = module.dataset()
+    write_deltalake(str(tables / "prod/fraud/holdout"), features.assign(label=label))
+
+
+def _version_tags(state: Path, version: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{state / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return dict(client.get_model_version("prod.fraud.fraud_detector", version).tags)
+
+
+def wait_validated(state: Path, version: str, timeout: float = 180) -> str:
+    """The validation verdict of fraud-detector ``version``, once there is one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tags = _version_tags(state, version)
+        verdict = tags.get("model_validation_status")
+        if verdict in ("PASSED", "FAILED"):
+            failed = tags.get("mlgitops.validation.failed_checks")
+            return verdict + (f" ({failed})" if failed else "")
+        if tags.get("mlgitops.validation.error"):
+            raise SystemExit(f"demo: validation could not run: {tags['mlgitops.validation.error']}")
+        time.sleep(0.5)
+    raise SystemExit(f"demo: version {version} was not validated in {timeout:.0f} s")
+
+
+def validation_of(state: Path, version: str) -> str:
+    verdict = wait_validated(state, version)
+    tags = _version_tags(state, version)
+    return f"{verdict}, comparison {tags.get('mlgitops.comparison')}: {tags.get('mlgitops.comparison.detail')}"
+
+
+def wait_branch(config: Path, branch: str, timeout: float = 180) -> str:
+    """Wait until mlgitops has pushed ``branch`` to the config repository."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = subprocess.run(
+            ["git", "-C", str(config), "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+            capture_output=True,
+        )
+        if found.returncode == 0:
+            return branch
+        time.sleep(0.5)
+    raise SystemExit(f"demo: no branch {branch} in {timeout:.0f} s")
+
+
 def show_prediction(url: str, when: str) -> None:
     from examples.models import dataset
 
@@ -198,8 +258,13 @@ def main(argv: list[str] | None = None) -> None:
         fraud.read_text()
         .replace("https://git.example.com/ml/fraud-detector.git", str(code))
         .replace('paths: ["src/**", "train.py"]', 'paths: ["train.py", "params.json"]')
+        # The seeded champion was trained on other features than the training project's, so
+        # an offline comparison with it cannot be made here: the absolute thresholds decide.
+        .replace("      - {metric: roc_auc, minChangeVsChampion: 0.0}\n", "")
     )
     git(config, "init", "-q", "-b", "main")
+    # mlgitops pushes its promotion commits here (a checked-out branch: updateInstead).
+    git(config, "config", "receive.denyCurrentBranch", "updateInstead")
     git(config, "add", "-A")
     git(config, "commit", "-q", "-m", "Add dev, staging and prod environments")
     for env_dir in sorted((config / "environments").iterdir()):
@@ -222,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     console.print(
         f"  [dim]trained and registered in {time.monotonic() - t0:.1f} s; store: {state}/mlflow.db[/]"
     )
+
+    holdout_table(state / "tables")
 
     step("3. Lint every environment, as a pull-request check would")
     mlgitops(ws, "validate")
@@ -255,18 +322,46 @@ def main(argv: list[str] | None = None) -> None:
         mlgitops(ws, "status", "--env", "prod")
         show_prediction(urls["fraud-detector"], "after the revert")
 
-        step("8. Deploy code, not models: a commit on the release branch trains a new version")
+        step("8. Deploy code, not models: the release branch trains, validates, proposes")
         first = wait_trained(state, 1)  # its release branch was trained once, when first seen
         console.print(f"  the release branch's head trained: version {first} (PENDING)")
-        (code / "params.json").write_text('{"C": 0.2}\n')
-        git(code, "commit", "-q", "-am", "Stronger regularization")
-        version = wait_trained(state, 2)
-        console.print(f"  the new commit trained once: version {version} (PENDING), not aliased")
+        branch = wait_branch(config, f"mlgitops/promote/prod/fraud-detector-challenger-v{first}")
+        console.print(f"  validated: {validation_of(state, first)}")
+        mlgitops(ws, "status", "--env", "prod")
+        console.print(f"  promotion.policy is manual: a reviewer merges {branch}")
+        git(config, "merge", "-q", "--no-edit", branch)
+        branch = wait_branch(config, f"mlgitops/promote/prod/fraud-detector-v{first}")
+        console.print(f"  challenger {first} WON: the champion proposal waits on {branch}")
+        git(config, "merge", "-q", "--no-edit", branch)
+        wait_served(state, {"fraud-detector": first})
+        console.print(f"  prod serves fraud-detector v{first}, trained from code")
+        for line in git(config, "log", "--format=%h %s", "-4").splitlines():
+            console.print(f"  {line}", markup=False)
+
+        step("9. mlgitops rollback: the revert of the promotion commit, pushed; never re-proposed")
+        mlgitops(ws, "rollback", "fraud-detector", "--env", "prod", "--repo", str(config))
+        wait_served(state, {"fraud-detector": "2"})
+        mlgitops(ws, "status", "--env", "prod")
+
+        step("10. A worse model: its code shuffles the labels; validation FAILS, champion stays")
+        train = code / "train.py"
+        train.write_text(
+            train.read_text().replace(
+                "    model.fit(x_train, y_train)",
+                "    model.fit(x_train, y_train.sample(frac=1, random_state=1).to_numpy())",
+            )
+        )
+        git(code, "commit", "-q", "-am", "Refactor the training loop (with a bug)")
+        worse = wait_trained(state, 2)
+        verdict = wait_validated(state, worse)
+        console.print(f"  version {worse}: {verdict}")
         mlgitops(ws, "runs", "fraud-detector", "--env", "prod")
+        wait_served(state, {"fraud-detector": "2"})
+        console.print("  prod still serves fraud-detector v2: nothing was proposed")
     finally:
         stop_runtime(runner)
 
-    step("9. Batch inference, as the batch CronJob runs it: @champion, resolved at the start")
+    step("11. Batch inference, as the batch CronJob runs it: @champion, resolved at the start")
     from deltalake import DeltaTable, write_deltalake
 
     from examples.models import dataset
@@ -293,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
             f"  batch {batch_id}: {rows} rows scored by version {version}, {positives} flagged"
         )
 
-    step("10. The history, as recorded on the model versions in the registry")
+    step("12. The history, as recorded on the model versions in the registry")
     mlgitops(ws, "history", "--env", "prod", "--model", "fraud-detector")
 
     rel = ws.relative_to(PROJECT) if ws.is_relative_to(PROJECT) else ws

@@ -133,10 +133,12 @@ class _Repository:
 
     def _unavailable(self, exc: git.GitCommandError) -> SourceUnavailable:
         """Git's own last word on the failure, credentials redacted (Git echoes the URL)."""
-        detail = scrub(
-            (exc.stderr or str(exc)).strip().splitlines()[-1] if exc.stderr else str(exc),
-            self.repo,
-        )
+        # GitPython quotes Git's stderr ("  stderr: 'fatal: ...\n'"): its last real line.
+        lines = [
+            line.strip().removeprefix("stderr:").strip().strip("'").strip()
+            for line in str(exc.stderr or exc).splitlines()
+        ]
+        detail = scrub(next((line for line in reversed(lines) if line), str(exc)), self.repo)
         return SourceUnavailable(f"repository {self.display}: {detail.strip()}")
 
     def close(self) -> None:

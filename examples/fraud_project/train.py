@@ -53,6 +53,7 @@ def main() -> None:
     with mlflow.start_run():  # the run mlgitops created (MLFLOW_RUN_ID), else a new one
         mlflow.log_params(params)
         mlflow.set_tag("mlgitops.example", "fraud_project")
+        mlflow.set_tag("owner", "fraud-team")  # validation.requiredTags asks for it
         model.fit(x_train, y_train)
         scores = model.predict_proba(x_test)[:, 1]
         mlflow.log_metrics(

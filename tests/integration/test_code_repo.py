@@ -123,6 +123,9 @@ def test_an_unreachable_repository_is_source_unavailable_with_credentials_redact
         message = str(caught.value)
         assert message.startswith(f"repository {code.display}: ")
         assert "secret" not in message
+        # Git's own words, not GitPython's quoting of them.
+        assert "fatal:" in message
+        assert not message.endswith("'")
     assert not any((tmp_path / "cache").glob("*"))  # no half clone left behind
 
     for missing in (str(tmp_path / "gone"), (tmp_path / "gone").as_uri()):

@@ -22,8 +22,9 @@ from controller.cli.options import (
     out,
     source_for,
     state_for,
+    tracking_factory,
 )
-from controller.errors import InvalidInput, MlgitopsError
+from controller.errors import InvalidInput, MlgitopsError, Problem
 
 if TYPE_CHECKING:
     from controller.api.loader import DeploymentDoc, DesiredState
@@ -90,6 +91,8 @@ def promote(
             repo, cache_dir=state.writeback, branch=spec.branch, author=spec.author
         )
         policy = deployment.doc.spec.promotion.policy
+        if not force:
+            _refuse_rolled_back(desired, deployment.registered_model, version, state)
         result = write_back.promote(
             env=env,
             name=name,
@@ -98,9 +101,7 @@ def promote(
             alias=alias,
             policy=policy,
             body=message or f"By hand (mlgitops promote{' --force' if force else ''}).",
-            # The controller's own rolled-back check (the registry's mlgitops.rolled_back tag)
-            # belongs with this one: --force is the override of both.
-            force=force,
+            force=force,  # also past a reverted promotion commit of the same decision
             check=lambda data: check_deployment(
                 data, path=deployment.at.file, name=name, environment=desired.environment
             ),
@@ -181,3 +182,25 @@ def _deployment(
     if not found:
         fail([f"NAME: no ModelDeployment named {name!r} in environment {env!r}"])
     return desired, found[0]
+
+
+def _refuse_rolled_back(desired: DesiredState, model: str, version: str, state: StateDir) -> None:
+    """A version tagged mlgitops.rolled_back (it lost the champion pin through a revert or a
+    hand edit) is pinned again only with --force."""
+    from controller.pipeline.promotion import TAG_ROLLED_BACK
+
+    tracking = tracking_factory(state)(desired.environment.spec.registry.tracking_uri)
+    tags = next((v.tags for v in tracking.model_versions(model) if v.version == version), {})
+    if TAG_ROLLED_BACK in tags:
+        revision = tags[TAG_ROLLED_BACK][:12]
+        raise InvalidInput(
+            [
+                Problem(
+                    "--version",
+                    None,
+                    None,
+                    f"{model} version {version} was rolled back at {revision}: "
+                    "--force pins it again",
+                )
+            ]
+        )

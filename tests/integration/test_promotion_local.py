@@ -211,6 +211,19 @@ def test_commit_to_champion_then_rollback_and_a_worse_model(
     fraud = status["models"]["fraud-detector"]["status"]
     assert fraud["promotion"]["waiting"] == "challenger 5 was rolled back"
 
+    # A person may pin it again, but only with --force.
+    def promote(*extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(Path(sys.executable).with_name("mlgitops")), "promote", "fraud-detector"]
+        argv += ["--env", "prod", "--version", "5", "--repo", str(repo.path)]
+        argv += ["--state-dir", str(state_dir), *extra]
+        return subprocess.run(argv, capture_output=True, text=True)
+
+    refused = promote()
+    assert refused.returncode == 2
+    assert "version 5 was rolled back at" in refused.stderr
+    assert "--force pins it again" in refused.stderr
+    assert repo.head() == head
+
     # A worse model: its training code shuffles the labels. FAILED; the champion stays.
     train = (code.path / "train.py").read_text()
     code.write(

@@ -32,7 +32,7 @@ FRAUD = "prod.fraud.fraud_detector"
 FRAUD_FILE = "environments/prod/fraud-detector.yaml"
 
 
-def fraud_doc(code: Path) -> str:
+def fraud_doc(code: Path, policy: str = "auto") -> str:
     return f"""\
 # Credit-card fraud: trained from code, validated, promoted by the controller.
 apiVersion: mlgitops.io/v1alpha1
@@ -42,7 +42,7 @@ metadata:
 spec:
   model: fraud.fraud_detector   # prod.fraud.fraud_detector
   promotion:
-    policy: auto                # the controller commits its promotions
+    policy: {policy}
   training:
     source: {{repo: {code}, branch: release, paths: ["train.py", "params.json"]}}
     command: ["python", "train.py"]
@@ -159,8 +159,20 @@ def test_commit_to_champion_then_rollback_and_a_worse_model(
     loop: Loop, repo: ConfigRepo, code: CodeRepoDir, registry: RegistryView, state_dir: Path
 ) -> None:
     before = repo.read(FRAUD_FILE).encode()
-    # The head trains (v4), validates, becomes challenger, wins (no champion yet), is promoted.
+    # The head trains (v4), validates, becomes challenger, wins (no champion yet), is promoted;
+    # the controller restarts while v4 is validated: the validation is adopted, not repeated.
+    loop.until("v4 validating", lambda: loop.promotion.statuses["fraud-detector"].validating)
+    loop = Loop(repo, state_dir)
     loop.until("champion 4", lambda: registry.aliases(FRAUD).get("champion") == "4")
+    validations = registry.client.search_runs(
+        [
+            registry.client.get_experiment_by_name(
+                "mlgitops/prod/fraud-detector/validation"
+            ).experiment_id
+        ],
+        filter_string="tags.`mlgitops.validation.version` = '4'",
+    )
+    assert len(validations) == 1
     tags = registry.tags(FRAUD, "4")
     assert (tags["model_validation_status"], tags["mlgitops.comparison"]) == ("PASSED", "WON")
     assert trailers(repo.path) == [
@@ -175,7 +187,7 @@ def test_commit_to_champion_then_rollback_and_a_worse_model(
         or after.replace(b'  champion:\n    version: "4"\n', b"", 1) == before
     ), after.decode()
     assert registry.aliases(FRAUD) == {"champion": "4"}
-    assert {"ValidationPassed", "ChallengerProposed", "PromotionCommitted"} <= set(loop.reasons())
+    assert {"ChallengerProposed", "PromotionCommitted"} <= set(loop.reasons())
 
     # A better model of the same line: v5, challenger, champion.
     code.write("params.json", '{"C": 0.5}\n')
@@ -349,3 +361,35 @@ def test_mlgitops_run_promotes_a_commit_and_notifies_once(
         "prod/fraud-detector/champion/v4",
         "prod/fraud-detector/challenger/v4",
     ]
+
+
+def test_manual_policy_pushes_a_branch_and_awaits_its_merge(
+    repo: ConfigRepo, state_dir: Path, code: CodeRepoDir, registry: RegistryView
+) -> None:
+    git(repo.path, "config", "receive.denyCurrentBranch", "updateInstead")
+    repo.write(FRAUD_FILE, fraud_doc(code.path, policy="manual"))
+    main = repo.commit("Promotions of the fraud detector go through review")
+    holdout(state_dir / "tables")
+    loop = Loop(repo, state_dir)
+    branch = "mlgitops/promote/prod/fraud-detector-challenger-v4"
+
+    def awaiting() -> Any:
+        status = loop.once().status["models"]["fraud-detector"]["status"]
+        found = [c for c in status["conditions"] if c["type"] == "AwaitingApproval"]
+        return found and found[0]
+
+    condition = loop.until("AwaitingApproval", awaiting)
+    assert branch in condition["message"]
+    assert repo.head() == main  # the branch under review is untouched
+    assert git(
+        repo.path, "log", "-1", "--format=%(trailers:key=Mlgitops-Promotion,valueonly)", branch
+    ) == ("prod/fraud-detector/challenger/v4")
+    assert "AwaitingApproval" in loop.reasons()
+    # Merging is the approval: the challenger pin is in force, then the champion's branch waits.
+    git(repo.path, "merge", "-q", "--no-edit", branch)
+    loop.until("challenger 4", lambda: registry.aliases(FRAUD).get("challenger") == "4")
+    loop.until(
+        "the champion branch",
+        lambda: "fraud-detector-v4" in git(repo.path, "branch", "--list", "mlgitops/*"),
+    )
+    assert registry.aliases(FRAUD) == {"challenger": "4"}

@@ -135,19 +135,11 @@ def wait_trained(state: Path, runs: int, timeout: float = 180) -> str:
 
 def holdout_table(tables: Path) -> None:
     """prod/fraud/holdout: labelled transactions the training project's model is validated on."""
-    import importlib.util
-
     from deltalake import write_deltalake
 
-    spec = importlib.util.spec_from_file_location(
-        "fraud_train", PROJECT / "examples/fraud_project/train.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    features, label = module.dataset()
-    write_deltalake(str(tables / "prod/fraud/holdout"), features.assign(label=label))
+    from examples.models import transactions
+
+    write_deltalake(str(tables / "prod/fraud/holdout"), transactions())
 
 
 def _version_tags(state: Path, version: str) -> dict[str, str]:

@@ -48,6 +48,21 @@ def dataset(task: str) -> tuple[Any, Any]:
     return x, y
 
 
+def transactions() -> Any:
+    """The labelled transactions ``examples/fraud_project`` trains on (its own generator, so a
+    table of them validates what it trains), as one frame with a ``label`` column."""
+    import importlib.util
+
+    path = Path(__file__).parent / "fraud_project" / "train.py"
+    spec = importlib.util.spec_from_file_location("fraud_project_train", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    features, label = module.dataset()
+    return features.assign(label=label)
+
+
 def train(task: str, param: float) -> Any:
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline

@@ -8,7 +8,6 @@ steps) run in this process, as ``mlgitops run`` runs them.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import time
@@ -25,7 +24,8 @@ from controller.registry import MlflowRegistry, MlflowTracking
 from controller.sources import CodeRepo, GitSource, WriteBack
 from controller.state import StateDir
 from controller.training import Event
-from tests.helpers import PROJECT, ConfigRepo, RegistryView, git, wait_for
+from examples.models import transactions
+from tests.helpers import ConfigRepo, RegistryView, git, wait_for
 from tests.integration.test_training_local import CodeRepoDir
 
 FRAUD = "prod.fraud.fraud_detector"
@@ -60,15 +60,7 @@ spec:
 
 def holdout(tables: Path) -> None:
     """The validation table: data of the distribution the example project trains on."""
-    spec = importlib.util.spec_from_file_location(
-        "fraud_train", PROJECT / "examples/fraud_project/train.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    features, label = module.dataset()  # the training data's distribution
-    write_deltalake(str(tables / "prod/fraud/holdout"), features.assign(label=label))
+    write_deltalake(str(tables / "prod/fraud/holdout"), transactions())
 
 
 class Loop:

@@ -91,7 +91,7 @@ def promote(
             repo, cache_dir=state.writeback, branch=spec.branch, author=spec.author
         )
         policy = deployment.doc.spec.promotion.policy
-        if not force:
+        if not force and version.isdigit():  # a bad version is refused by the write-back
             _refuse_rolled_back(desired, deployment.registered_model, version, state)
         result = write_back.promote(
             env=env,

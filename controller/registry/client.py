@@ -12,11 +12,15 @@ store it belongs to (see ``_global_tracking_uri``).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking._tracking_service import utils as _tracking_utils
 
 from controller.errors import RegistryUnavailable, one_line
 from controller.redact import redact
@@ -30,21 +34,6 @@ from controller.registry.transport import (
     RunRecord,
     VersionRecord,
 )
-
-# A CLI run must fail fast when the registry is down (MLflow's default retries take minutes);
-# values the user sets explicitly win.
-for _key, _value in {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-}.items():
-    os.environ.setdefault(_key, _value)
-
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import ViewType  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking._tracking_service import utils as _tracking_utils  # noqa: E402
 
 T = TypeVar("T")
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")

@@ -311,7 +311,7 @@ def render_monitor(
     return [_cronjob(owner, "monitor", mon.schedule, args, ctx)]
 
 
-JOB_TTL_SECONDS = 7 * 24 * 3600  # a finished training Job (and its pod's log) stays a week
+JOB_TTL_SECONDS = 7 * 24 * 3600  # a finished Job (and its pod's log) stays a week
 
 
 def training_job_name(owner: str, trigger: str, key: str, attempt: int) -> str:
@@ -368,6 +368,52 @@ def render_training_job(
             "activeDeadlineSeconds": max(1, int(timeout)),
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
             "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+VALIDATION_TIMEOUT_SECONDS = 3600
+
+
+def validation_job_name(owner: str, model: str, version: str) -> str:
+    """The Job that validates ``version`` of registered model ``model``: the same version always
+    names the same Job, so a restarted operator (or a second one) finds it rather than making
+    another. The model is in the hash because a ModelDeployment may change its model."""
+    digest = hashlib.sha256(f"{model}/{version}".encode()).hexdigest()[:8]
+    return child_name(owner, f"validate-v{version}-{digest}")
+
+
+def render_validation_job(
+    owner: Owner,
+    ctx: RenderContext,
+    *,
+    model: str,
+    version: str,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = VALIDATION_TIMEOUT_SECONDS,
+) -> Obj:
+    """The Job that runs ``mlgitops <args>`` (``pipeline.validation.validation_args``: the
+    validation section travels as JSON) for one version, in the operator's image (as the batch
+    and monitoring CronJobs). The registry and the data root reach it as every job's do
+    (``MLFLOW_TRACKING_URI``, ``MLGITOPS_DATA_ROOT``), credentials by Secret reference only.
+    Kubernetes ends it at ``timeout`` and never retries it (backoffLimit 0: ``validate-model``
+    keeps one result per version, and a validation that ended without one is reported, not
+    looped); it is deleted a week after it finished, with its pod's log."""
+    mine = {e["name"] for e in _env(ctx)}
+    extra = [{"name": k, "value": v} for k, v in sorted((env or {}).items()) if k not in mine]
+    pod = _pod(ctx, args=list(args), restart="Never", env=extra)
+    meta = _meta(owner, validation_job_name(owner.name, model, version), "validation")
+    meta["annotations"] = {"mlgitops.io/registered-model": model, "mlgitops.io/version": version}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": max(1, int(timeout)),
+            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+            "template": {"metadata": {"labels": _labels(owner, "validation")}, "spec": pod},
         },
     }
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from controller.api.documents import ModelDeployment
+from controller.pipeline.validation import validation_args
 from controller.planning.children import (
     CRONJOB_NAME_MAX,
     MANAGED_BY,
@@ -22,6 +23,8 @@ from controller.planning.children import (
     job_container,
     render_children,
     render_training_job,
+    render_validation_job,
+    validation_job_name,
 )
 from tests.helpers import python_output, reorder_keys
 
@@ -263,6 +266,49 @@ def test_training_job_is_named_by_its_key_and_runs_the_commits_image() -> None:
     assert [e["name"] for e in container["env"]].count("MLFLOW_TRACKING_URI") == 1
     assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (0, 7200)
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
+
+
+def validation_job(version: str = "7", model: str = "prod.fraud.fraud_detector") -> dict[str, Any]:
+    spec = example().spec.validation
+    assert spec is not None
+    args = validation_args(
+        name="fraud-detector", model=model, version=version, environment="prod", spec=spec
+    )
+    ctx = RenderContext("prod", CTX.image, CTX.tracking_uri, data_root="s3://lake/prod")
+    return render_validation_job(OWNER, ctx, model=model, version=version, args=args, timeout=3600)
+
+
+def test_validation_job_runs_validate_model_in_the_operators_image_once_per_version() -> None:
+    job = validation_job()
+    kubernetes_validate.validate(job, "1.37", strict=True)
+    name = job["metadata"]["name"]
+    assert name == validation_job()["metadata"]["name"]  # a restarted operator finds it
+    assert name == validation_job_name("fraud-detector", "prod.fraud.fraud_detector", "7")
+    assert name.startswith("fraud-detector-validate-v7-")
+    assert validation_job("8")["metadata"]["name"] != name
+    assert validation_job(model="prod.fraud.other")["metadata"]["name"] != name
+    labels = job["metadata"]["labels"]
+    assert (labels[MANAGED_BY], labels[MD_LABEL]) == ("mlgitops", "fraud-detector")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+    assert job["metadata"]["annotations"]["mlgitops.io/version"] == "7"
+    spec = job["spec"]
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"]) == (0, 3600)
+    assert spec["ttlSecondsAfterFinished"] > 0
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    [container] = pod["containers"]
+    assert container["image"] == CTX.image
+    args = container["args"]
+    assert args[:4] == ["validate-model", "fraud-detector", "--version", "7"]
+    assert args[args.index("--model") + 1] == "prod.fraud.fraud_detector"
+    assert json.loads(args[args.index("--spec-json") + 1])["data"]["target"] == "label"
+    assert "--tracking-uri" not in args  # MLFLOW_TRACKING_URI, as every job gets it
+    assert "--data-root" not in args  # MLGITOPS_DATA_ROOT
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == CTX.tracking_uri
+    assert env["MLGITOPS_DATA_ROOT"]["value"] == "s3://lake/prod"
+    assert "value" not in env["MLFLOW_TRACKING_TOKEN"]
+    assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "mlgitops-mlflow"
 
 
 @pytest.mark.parametrize("owner", ["a" * 63, "model-" + "x" * 50])

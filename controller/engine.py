@@ -186,9 +186,30 @@ def _rollbacks(
     source: Source, base: str | None, head: str, env: str, applied: list[AliasChange]
 ) -> list[tuple[str, str]]:
     """(model, version) of the champions this sync took away through a Git change that was not
-    a promotion commit (a revert, a hand edit): never proposed again. Unknown history (first
-    sync, a force push) marks nothing."""
-    moved = [c for c in applied if c.alias == "champion" and c.previous is not None]
+    a promotion commit (a revert, a hand edit): never proposed again."""
+    moved = [
+        (c.deployment, c.model, c.previous, c.version)
+        for c in applied
+        if c.alias == "champion" and c.previous is not None
+    ]
+    return [
+        (model, v) for _, model, v in rollbacks(source, base=base, head=head, env=env, moved=moved)
+    ]
+
+
+def rollbacks(
+    source: Source,
+    *,
+    base: str | None,
+    head: str,
+    env: str,
+    moved: list[tuple[str, str, str, str | None]],
+) -> list[tuple[str, str, str]]:
+    """(deployment, model, version) of the champions that lost their pin between revisions
+    ``base`` and ``head`` of environment ``env`` through a change that was not a promotion
+    commit. ``moved``: (deployment, registered model, previous champion, new champion or None)
+    of each champion pin that changed. Unknown history (first sync, a force push) marks
+    nothing. Shared by the local engine (alias changes) and the operator's Git sync (pins)."""
     if not moved or not base or base == head:
         return []
     values = source.trailers(base, head, PROMOTION_TRAILER)
@@ -199,10 +220,10 @@ def _rollbacks(
         parts = value.split("/")
         if len(parts) == 4 and parts[0] == env and parts[3].startswith("v"):
             promoted.setdefault(parts[1], set()).add((parts[2], parts[3][1:]))
-    out: list[tuple[str, str]] = []
-    for c in moved:
-        lost = rolled_back([(c.alias, c.previous, c.version)], promoted.get(c.deployment, set()))
-        out.extend((c.model, v) for v in lost)
+    out: list[tuple[str, str, str]] = []
+    for deployment, model, previous, new in moved:
+        lost = rolled_back([("champion", previous, new)], promoted.get(deployment, set()))
+        out.extend((deployment, model, v) for v in lost)
     return out
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from controller.api.documents import Environment
 from controller.api.loader import DeploymentDoc
 from controller.api.status import PromotionStatus
-from controller.errors import InvalidInput, MlgitopsError, Unavailable
+from controller.errors import InvalidInput, MlgitopsError, Problem, Unavailable
 from controller.pipeline.promotion import TAG_PROPOSED, Proposal, Version, decide
 from controller.pipeline.validation import (
     TAG_COMPARISON_DETAIL,
@@ -31,7 +31,7 @@ from controller.pipeline.validation import (
     TAG_REPORT,
     validation_args,
 )
-from controller.planning.ports import Promoter, Tracking, Validator
+from controller.planning.ports import Promoter, Tracking, Validator, Written
 from controller.planning.types import VALIDATION_TAG
 from controller.redact import redact
 from controller.training import Event
@@ -48,6 +48,18 @@ class PromotionResult:
     error: MlgitopsError | None = None
 
 
+class ReadOnlyPromoter:
+    """A ``Promoter`` with nowhere to write (no config repository): every write-back is refused
+    with ``reason``, one line, which the pass reports as its problem. Versions are still
+    validated; a person commits the pin."""
+
+    def __init__(self, reason: str = "no config repository to write to") -> None:
+        self.reason = reason
+
+    def promote(self, **_: object) -> Written:
+        raise InvalidInput([Problem("writeBack", None, None, self.reason)])
+
+
 def promotion_pass(
     *,
     environment: Environment,
@@ -55,11 +67,15 @@ def promotion_pass(
     tracking: Tracking,
     validator: Validator,
     promoter: Promoter,
-    tracking_uri: str,
+    tracking_uri: str | None,
     data_root: str | None,
     check: Callable[[bytes], None] | None = None,
 ) -> PromotionResult:
-    """One pass over ``deployment``'s promotion path. Raises nothing for domain errors."""
+    """One pass over ``deployment``'s promotion path. Raises nothing for domain errors.
+
+    ``tracking_uri`` and ``data_root`` are passed to ``validate-model`` as options; None leaves
+    them to the validator's environment (a Kubernetes Job's ``MLFLOW_TRACKING_URI`` and
+    ``MLGITOPS_DATA_ROOT``, as every job gets them)."""
     model = deployment.registered_model
     spec = deployment.doc.spec
     events: list[Event] = []
@@ -126,6 +142,7 @@ def promotion_pass(
     )
     status = PromotionStatus(validating=validating, waiting=decision.waiting, problem=problem)
     status.awaiting_approval, status.last_proposal = _awaiting(versions, champion, challenger)
+    status.last_proposal = status.last_proposal or _last_proposal(versions)
     if decision.validate is not None:
         assert spec.validation is not None  # decide() validates only then
         args = validation_args(
@@ -135,7 +152,8 @@ def promotion_pass(
             environment=environment.metadata.name,
             spec=spec.validation,
         )
-        args += ["--tracking-uri", tracking_uri]
+        if tracking_uri:
+            args += ["--tracking-uri", tracking_uri]
         if data_root:
             args += ["--data-root", data_root]
         try:
@@ -243,6 +261,18 @@ def _awaiting(
             value = v.tags.get(TAG_PROPOSED + alias, "")
             if "@" in value and v.number > floor and not v.rolled_back:
                 found = (value.split("@", 1)[0], f"{alias} v{v.version}: {value}")
+    return found
+
+
+def _last_proposal(versions: list[Version]) -> str | None:
+    """The newest pin written back, from the versions' tags (so status keeps saying it on the
+    passes after): ``<alias> v<N>: <commit, or branch@commit>``."""
+    found: str | None = None
+    for v in sorted(versions, key=lambda v: v.number):
+        for alias in ("challenger", "champion"):  # a version's champion commit comes after
+            value = v.tags.get(TAG_PROPOSED + alias)
+            if value:
+                found = f"{alias} v{v.version}: {value}"
     return found
 
 

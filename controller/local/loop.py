@@ -13,7 +13,6 @@ environment is refused rather than racing it, and it stops everything it started
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +21,7 @@ from controller.api.documents import Environment
 from controller.api.loader import DesiredState
 from controller.api.status import ServingStatus, TrainingStatus
 from controller.engine import SyncResult, load_desired, reconcile
-from controller.errors import InvalidInput, MlgitopsError, Problem
+from controller.errors import InvalidInput, MlgitopsError
 from controller.local.cron import LocalCron
 from controller.local.promotion import LocalPromotion
 from controller.local.servers import LocalRuntime
@@ -34,23 +33,12 @@ from controller.planning.ports import (
     RegistryFor,
     Source,
     TrackingFor,
-    Written,
 )
+from controller.promotion import ReadOnlyPromoter
 from controller.state import StateDir
 from controller.training import Event
 
 TICK_SECONDS = 1.0
-# The Events that notifications may subscribe to (the others are only printed).
-NOTIFIED = frozenset(
-    {
-        "TrainingFailed",
-        "ValidationFailed",
-        "ChallengerProposed",
-        "PromotionCommitted",
-        "AwaitingApproval",
-        "RetrainingDue",
-    }
-)
 
 
 def run(
@@ -107,7 +95,7 @@ def run(
         state_root=state.root,
         tracking_uri=uri,
         tracking=trainer.tracking,
-        promoter_for=promoter_for or (lambda _: _ReadOnly()),
+        promoter_for=promoter_for or (lambda _: ReadOnlyPromoter()),
         data_root=trainer.data_root,
         on_event=lambda e: say(f"{env}: {e.reason}: {e.message}"),
         on_exit=wake.set,  # its verdict is acted on at once
@@ -126,9 +114,7 @@ def run(
 
     def event(e: Event) -> None:
         say(f"{env}: {e.reason}: {e.message}")
-        if e.reason in NOTIFIED:
-            key = hashlib.sha256(f"{e.deployment}|{e.message}".encode()).hexdigest()[:20]
-            notifier.notify(e.reason, key, model=e.deployment, message=e.message)
+        notifier.notify_event(e.reason, model=e.deployment, message=e.message)
 
     trainer.on_event = event
     promotion.on_event = event
@@ -183,13 +169,6 @@ def run(
         cron.stop_all()
         runtime.stop_all()
         notifier.close(timeout=5.0)
-
-
-class _ReadOnly:
-    """A promoter that writes nothing (no config repository to write to)."""
-
-    def promote(self, **_: object) -> Written:
-        raise InvalidInput([Problem("writeBack", None, None, "no config repository to write to")])
 
 
 def _summary(result: SyncResult) -> str:

@@ -19,11 +19,12 @@ from controller.notify.bodies import (
     sign,
     verify,
 )
-from controller.notify.notifier import Endpoint, Notifier, Result, resolve_endpoints
+from controller.notify.notifier import PASS_EVENTS, Endpoint, Notifier, Result, resolve_endpoints
 
 __all__ = [
     "DELIVERY_HEADER",
     "EVENT_HEADER",
+    "PASS_EVENTS",
     "SIGNATURE_HEADER",
     "Endpoint",
     "Notifier",

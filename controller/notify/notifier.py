@@ -16,6 +16,7 @@ restarts too.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -42,12 +43,24 @@ from controller.notify.ledger import Ledger
 from controller.redact import redact
 from controller.state import StateDir
 
-__all__ = ["Endpoint", "Notifier", "Result", "resolve_endpoints"]
+__all__ = ["PASS_EVENTS", "Endpoint", "Notifier", "Result", "resolve_endpoints"]
 
 log = logging.getLogger("mlgitops.notify")
 
 Result = Literal["delivered", "failed", "dropped"]
 _RETRIED_STATUS = frozenset({408, 425, 429})
+# The Events a pass reports (training, validation, promotion) that notifications may subscribe
+# to; the others (ValidationStarted, TrainingStarted, ...) are only logged or posted.
+PASS_EVENTS = frozenset(
+    {
+        "TrainingFailed",
+        "ValidationFailed",
+        "ChallengerProposed",
+        "PromotionCommitted",
+        "AwaitingApproval",
+        "RetrainingDue",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -368,6 +381,15 @@ class Notifier:
             self._notify(event, key, model, message, fields or {})
         except Exception as exc:  # a notification must never fail the pass that sends it
             log.error("notification %s: %s", event, redact(one_line(exc)))
+
+    def notify_event(self, reason: str, *, model: str | None, message: str) -> None:
+        """An Event a pass reported about ModelDeployment ``model``, if it is one of
+        ``PASS_EVENTS``. Its key is made of the model and the message, which name the fact (the
+        version, run or commit), so both runtimes report each fact once however many passes
+        repeat it."""
+        if reason in PASS_EVENTS:
+            key = hashlib.sha256(f"{model}|{message}".encode()).hexdigest()[:20]
+            self.notify(reason, key, model=model, message=message)
 
     def _notify(
         self, event: str, key: str, model: str | None, message: str, fields: Mapping[str, Any]

@@ -149,6 +149,24 @@ class KubeCluster:
         )
         return found or {}
 
+    def annotate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        annotations: Mapping[str, str | None],
+    ) -> Obj | None:
+        """Merge-patch ``metadata.annotations`` (None removes one): a mark on an object whose
+        spec is not ours to apply again (a finished Job). None when the object is gone."""
+        return self._call(
+            "PATCH",
+            path_for(api_version, kind, namespace, name),
+            body={"metadata": {"annotations": dict(annotations)}},
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type="application/merge-patch+json",
+        )
+
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         """Delete; background propagation so a Deployment's pods go with it. False if absent."""
         body = {"propagationPolicy": "Background"}

@@ -19,6 +19,7 @@ from controller.api.loader import DeploymentDoc, load_deployment
 from controller.api.status import (
     InventoryEntry,
     ModelDeploymentStatus,
+    PromotionStatus,
     ServingStatus,
     TrainingStatus,
 )
@@ -104,11 +105,14 @@ def reconcile_deployment(
     now: Callable[[], str] = now_iso,
     on_write: Callable[[Obj], None] = lambda _: None,
     train: Callable[[Environment, Owner, DeploymentDoc], TrainingStatus | None] | None = None,
+    promote: Callable[[Environment, Owner, DeploymentDoc], PromotionStatus | None] | None = None,
 ) -> DeploymentResult:
     """One pass over ``obj``: aliases, children, prune; the status it should have (not written).
 
     ``train`` runs the training pass of a ModelDeployment with ``training`` once its children
-    are applied; what it returns is the status's ``training``.
+    are applied; what it returns is the status's ``training``. ``promote`` then runs the
+    promotion pass (validate new versions, write their pins back to Git) of one with
+    ``validation`` or ``training``; what it returns is the status's ``promotion``.
     ``on_write`` is told of every child this pass wrote (the object the API server returned),
     so the caller can recognize the watch event that echoes it.
     """
@@ -167,6 +171,7 @@ def reconcile_deployment(
                 cluster.delete(old.api_version, old.kind, obj.namespace, old.name)
                 result.pruned.append(f"{old.kind}/{old.name}")
 
+        training = train(environment, owner, d) if train and spec.training else None
         status = applied_status(
             previous=previous,
             spec=spec,
@@ -180,7 +185,10 @@ def reconcile_deployment(
             serving=_serving(serving_live, obj.namespace),
             inventory=inventory,
             detail=f"{len(children)} children",
-            training=train(environment, owner, d) if train and spec.training else None,
+            training=training,
+            promotion=promote(environment, owner, d)
+            if promote and (spec.validation or spec.training)
+            else None,
             now=stamp,
         )
     except (InvalidInput, Unavailable) as exc:

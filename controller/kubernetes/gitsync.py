@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.api.documents import API_VERSION
+from controller.api.documents import API_VERSION, Environment
+from controller.api.loader import DeploymentDoc
 from controller.api.status import EnvironmentStatus
-from controller.engine import load_desired, now_iso
+from controller.engine import load_desired, now_iso, rollbacks
 from controller.errors import InvalidInput, MlgitopsError, Unavailable
 from controller.kubernetes import metrics
 from controller.kubernetes.deployment import REVISION_ANNOTATION
+from controller.pipeline.promotion import TAG_ROLLED_BACK
 from controller.planning.children import MANAGED_BY, contains
-from controller.planning.ports import Cluster, Source
+from controller.planning.ports import Cluster, RegistryFor, Source
 from controller.planning.summarize import (
     Outcome,
     dump,
@@ -43,6 +46,10 @@ class GitSyncResult:
     applied: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     error: MlgitopsError | None = None
+    environment: Environment | None = None  # the Environment of the revision read, if valid
+    # (ModelDeployment, registered model, version): champions that lost their pin in this sync
+    # through a change that was not a promotion commit, tagged mlgitops.rolled_back
+    rolled_back: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _without_revision(obj: Obj) -> Obj:
@@ -95,12 +102,19 @@ def sync_environment(
     source: Source,
     cluster: Cluster,
     namespace: str | None = None,
+    registry_for: RegistryFor | None = None,
 ) -> GitSyncResult:
-    """One Git sync of environment ``env`` into its namespace. Never raises domain errors."""
+    """One Git sync of environment ``env`` into its namespace. Never raises domain errors.
+
+    With ``registry_for``, a champion that loses its pin through a change that is not a
+    promotion commit (a ``git revert``, a hand edit) is tagged ``mlgitops.rolled_back`` with the
+    revision before anything of it is applied, as the local engine does: never proposed again.
+    """
     result = GitSyncResult()
     try:
         commit, desired = load_desired(source, env=env, rev=None)
         result.revision = commit.sha
+        result.environment = desired.environment
         ns = namespace or desired.environment.spec.namespace
         env_spec = desired.environment.spec.model_dump(
             mode="json", by_alias=True, exclude_unset=True
@@ -129,9 +143,30 @@ def sync_environment(
                     path=d.at.file,
                 )
             )
+        lives = {
+            (obj["kind"], obj["metadata"]["name"]): cluster.get(
+                API_VERSION, obj["kind"], ns, obj["metadata"]["name"]
+            )
+            for obj in wanted
+        }
+        if registry_for is not None:
+            env_before = lives[("Environment", env)] or {}
+            base = getattr(
+                parse(EnvironmentStatus, env_before.get("status")), "last_applied_revision", None
+            )
+            result.rolled_back = _tag_rollbacks(
+                source,
+                registry_for,
+                desired.environment,
+                env,
+                base,
+                commit.sha,
+                desired.deployments,
+                lives,
+            )
         for obj in wanted:
             name = obj["metadata"]["name"]
-            live = cluster.get(API_VERSION, obj["kind"], ns, name)
+            live = lives[(obj["kind"], name)]
             # The revision annotation says which commit last changed the object: a commit that
             # leaves a document as it was does not rewrite it.
             if live is not None and contains(_without_revision(obj), live):
@@ -167,6 +202,35 @@ def sync_environment(
             # Ready, and the next poll retries.
             report_failure(cluster, env=env, namespace=namespace, error=exc)
     return result
+
+
+def _tag_rollbacks(
+    source: Source,
+    registry_for: RegistryFor,
+    environment: Environment,
+    env: str,
+    base: str | None,
+    head: str,
+    deployments: Sequence[DeploymentDoc],
+    lives: Mapping[tuple[str, str], Obj | None],
+) -> list[tuple[str, str, str]]:
+    """Tag the champions this revision takes away without a promotion commit; what was tagged.
+    Before the apply: a sync that fails after it still finds them next time (``base`` is the
+    last revision applied whole)."""
+    moved: list[tuple[str, str, str, str | None]] = []
+    for d in deployments:
+        name = d.doc.metadata.name
+        live = lives.get(("ModelDeployment", name)) or {}
+        before = ((live.get("spec") or {}).get("champion") or {}).get("version")
+        after = d.doc.spec.champion.version if d.doc.spec.champion else None
+        if before is not None and str(before) != after:
+            moved.append((name, d.registered_model, str(before), after))
+    lost = rollbacks(source, base=base, head=head, env=env, moved=moved)
+    if lost:
+        registry = registry_for(environment.spec.registry.tracking_uri)
+        for _, model, version in lost:
+            registry.tag_version(model=model, version=version, key=TAG_ROLLED_BACK, value=head)
+    return lost
 
 
 def report_failure(cluster: Cluster, *, env: str, namespace: str, error: MlgitopsError) -> None:

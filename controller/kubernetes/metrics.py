@@ -61,6 +61,14 @@ TRAINING_EVENTS = Counter(
     registry=REGISTRY,
 )
 
+PROMOTION_EVENTS = Counter(
+    "mlgitops_promotion_events_total",
+    "Validations started, passed and failed, and write-backs (challenger proposed, promotion "
+    "committed, awaiting approval, failed), by Event reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 NOTIFICATIONS = Counter(
     "mlgitops_notifications_total",
     "Notifications by event, endpoint and result (delivered, failed after retries, dropped).",

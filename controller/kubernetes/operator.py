@@ -2,12 +2,18 @@
 
 A pass (``deployment.reconcile_deployment``) reads the object as it is now, never the event that
 woke it. What wakes it: the object's own watch events; events of its children (the serving
-Deployment and Service and the CronJobs, watched by the ``managed-by`` label), so a child deleted
-or scaled by hand is put back within seconds and the end of a rollout is noticed as it happens;
-a change of the namespace's Environment; and a resync timer as the safety net. All of them go
-through one work queue (``queue.WorkQueue``), which coalesces bursts, never runs two passes of
-one object at once, and keeps the resync as a delayed request. Events echoing the operator's own
-writes (it knows the resourceVersions it wrote) wake nothing.
+Deployment and Service, the CronJobs, and the training and validation Jobs, watched by the
+``managed-by`` label), so a child deleted or scaled by hand is put back within seconds and the
+end of a rollout or of a Job is noticed as it happens; a change of the namespace's Environment;
+and a resync timer as the safety net. All of them go through one work queue
+(``queue.WorkQueue``), which coalesces bursts, never runs two passes of one object at once, and
+keeps the resync as a delayed request. Events echoing the operator's own writes (it knows the
+resourceVersions it wrote) wake nothing.
+
+A pass also runs a ModelDeployment's training (``training.JobRunner``) and promotion path
+(``controller.promotion`` with ``validation.JobValidator``): a validation Job per new version,
+and the resulting pins written back to the config repository as commits, which the Git sync
+then applies like any other.
 
 No finalizer: nothing of ours needs cleaning up when a ModelDeployment goes. Its children go by
 owner reference (the garbage collector), and registry aliases are left as they are on purpose
@@ -42,21 +48,37 @@ import kopf
 from pydantic import ValidationError
 
 from controller.api.documents import API_VERSION, GROUP, Environment
-from controller.api.loader import DeploymentDoc
-from controller.api.status import TrainingStatus
+from controller.api.loader import DeploymentDoc, Located
+from controller.api.status import PromotionStatus, TrainingStatus
 from controller.errors import InvalidInput, Problem, SyncFailed, Unavailable, one_line
 from controller.kubernetes import http, metrics
 from controller.kubernetes.client import KubeCluster
 from controller.kubernetes.deployment import ObjectView, reconcile_deployment
-from controller.kubernetes.gitsync import report_failure, sync_environment
+from controller.kubernetes.gitsync import (
+    SOURCE_ANNOTATION,
+    GitSyncResult,
+    report_failure,
+    sync_environment,
+)
 from controller.kubernetes.queue import WorkQueue
 from controller.kubernetes.training import JobRunner
+from controller.kubernetes.validation import JobValidator
+from controller.notify import Notifier
+from controller.pipeline.pins import check_deployment
 from controller.planning.children import MANAGED_BY, MD_LABEL, Owner, RenderContext
-from controller.planning.ports import CodeSource, Commit, Registry, RegistryFor, Tracking
+from controller.planning.ports import (
+    CodeSource,
+    Commit,
+    Promoter,
+    Registry,
+    RegistryFor,
+    Tracking,
+)
 from controller.planning.types import AliasEvent, Observed
+from controller.promotion import ReadOnlyPromoter, promotion_pass
 from controller.sources.webhook import push_urls, same_repo
 from controller.state import StateDir
-from controller.training import training_pass
+from controller.training import Event, training_pass
 
 VERSION = API_VERSION.split("/")[1]
 MD = (GROUP, VERSION, "modeldeployments")
@@ -66,7 +88,7 @@ CHILDREN = {
     ("apps", "v1", "deployments"): "Deployment",
     ("", "v1", "services"): "Service",
     ("batch", "v1", "cronjobs"): "CronJob",
-    ("batch", "v1", "jobs"): "Job",  # training runs: a finished Job wakes its owner's pass
+    ("batch", "v1", "jobs"): "Job",  # training and validation: a finished Job wakes its owner
 }
 DEFAULT_IMAGE = "ghcr.io/mlgitops/mlgitops:0.1.0"
 CHILD_DELAY = 0.2  # coalesce a burst of child events (a rollout writes several) into one pass
@@ -123,6 +145,9 @@ class Operator:
         self.git_thread: threading.Thread | None = None
         self.git_error: str | None = None  # why the last Git sync failed, None when it did not
         self.last_sync: dict[str, Any] = {}
+        self.notifiers: dict[str, Notifier] = {}  # Environment name -> its notifications
+        self.notify_specs: dict[str, Any] = {}  # the spec.notifications each was configured with
+        self.promoters: dict[tuple[str, str], Promoter] = {}  # (branch, author) -> write-back
 
     # -- shared state ------------------------------------------------------------------------------
 
@@ -341,15 +366,19 @@ class Operator:
             context=self.context,
             on_write=self.wrote,
             train=lambda environment, owner, doc: self.train(environment, owner, doc, fresh),
+            promote=lambda environment, owner, doc: self.promote(environment, owner, doc, fresh),
         )
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         if result.error is not None:
             with self.lock:  # the registry may not have been read: the next pass reads it
                 self.observed.pop(key, None)
         if result.changed:
-            stale = dict.fromkeys(set(obj.status) - set(result.status))
             written = cluster.patch_status(
-                API_VERSION, "ModelDeployment", obj.namespace, obj.name, {**stale, **result.status}
+                API_VERSION,
+                "ModelDeployment",
+                obj.namespace,
+                obj.name,
+                merge_patch(obj.status, result.status),
             )
             self.wrote({**written, "kind": "ModelDeployment"})
         ready = next((c for c in result.status.get("conditions", []) if c["type"] == "Ready"), None)
@@ -420,10 +449,74 @@ class Operator:
             now=dt.datetime.now(dt.UTC),
             since=since,
         )
+        notifier = self.notifier_for(environment)
         for event in result.events:
             metrics.TRAINING_EVENTS.labels(reason=event.reason).inc()
             self.post(body, event.type, event.reason, event.message[:1000])
+            notifier.notify_event(event.reason, model=owner.name, message=event.message)
         return result.status
+
+    def promote(
+        self, environment: Environment, owner: Owner, doc: DeploymentDoc, body: Mapping[str, Any]
+    ) -> PromotionStatus:
+        """The promotion pass of one ModelDeployment (``controller.promotion``, shared with the
+        local runtime): its validations are Jobs (``validation.JobValidator``), its write-backs
+        commits to the config repository, which the Git sync then applies like any commit."""
+        from controller.registry import embedded_tracking_uri
+
+        uri = environment.spec.registry.tracking_uri or embedded_tracking_uri(
+            self.config.state_dir.resolve()
+        )
+        # The file the Git sync applied it from: where its pins are written back.
+        path = ((body.get("metadata") or {}).get("annotations") or {}).get(SOURCE_ANNOTATION)
+        if path:
+            doc = replace(doc, at=Located(path, 0))
+        name, file = owner.name, doc.at.file
+
+        def check(data: bytes) -> None:
+            check_deployment(data, path=file, name=name, environment=environment)
+
+        result = promotion_pass(
+            environment=environment,
+            deployment=doc,
+            tracking=self.tracking_for(uri),
+            validator=JobValidator(
+                cluster=_Cached(self.cluster_or_fail(), self.cached_child),
+                owner=owner,
+                model=doc.registered_model,
+                ctx=self.context(environment),
+                on_write=self.wrote,
+            ),
+            promoter=self.promoter_for(environment, path),
+            tracking_uri=None,  # the Job's MLFLOW_TRACKING_URI
+            data_root=None,  # the Job's MLGITOPS_DATA_ROOT
+            check=check,
+        )
+        before = ((body.get("status") or {}).get("promotion") or {}).get("problem")
+        self.report(environment, body, result.events, repeated=before)
+        if any(e.reason in ("ChallengerProposed", "PromotionCommitted") for e in result.events):
+            self.sync_now.set()  # a commit on the synced branch: apply it now, not at the poll
+        return result.status
+
+    def report(
+        self,
+        environment: Environment,
+        body: Mapping[str, Any],
+        events: list[Event],
+        *,
+        repeated: str | None = None,
+    ) -> None:
+        """Post a promotion pass's Events on the ModelDeployment, count them, and notify those
+        notifications may subscribe to. A failed write-back that says what the last pass said
+        is not posted again (it is in status)."""
+        notifier = self.notifier_for(environment)
+        name = (body.get("metadata") or {}).get("name")
+        for event in events:
+            if event.reason == "WriteBackFailed" and event.message == repeated:
+                continue
+            metrics.PROMOTION_EVENTS.labels(reason=event.reason).inc()
+            self.post(body, event.type, event.reason, event.message[:1000])
+            notifier.notify_event(event.reason, model=name, message=event.message)
 
     def on_push(self, body: bytes) -> None:
         """A signed push: the config repository syncs now; a code repository named in the
@@ -451,6 +544,57 @@ class Operator:
             if uri not in self.trackings:
                 self.trackings[uri] = MlflowTracking(uri)
             return self.trackings[uri]
+
+    def notifier_for(self, environment: Environment) -> Notifier:
+        """The Environment's notifications (one Notifier per Environment, keys kept in the state
+        directory), configured anew when its ``spec.notifications`` changed."""
+        name, specs = environment.metadata.name, environment.spec.notifications
+        with self.lock:
+            notifier = self.notifiers.get(name)
+            if notifier is None:
+                notifier = Notifier.for_environment(
+                    environment,
+                    state_dir=StateDir(self.config.state_dir.resolve()),
+                    on_result=metrics.notification_result,
+                )
+                self.notifiers[name] = notifier
+            elif self.notify_specs.get(name) != specs:
+                notifier.configure(specs)
+            self.notify_specs[name] = specs
+            return notifier
+
+    def promoter_for(self, environment: Environment, path: str | None) -> Promoter:
+        """Where a pin is written back: the config repository (``--repo``) on the Environment's
+        ``writeBack.branch``, for a ModelDeployment the Git sync applied from file ``path``.
+        Otherwise a promoter that refuses, saying why in one line: versions are still
+        validated, and a person commits the pin."""
+        repo = self.config.repo
+        if not repo:
+            return ReadOnlyPromoter(
+                "no config repository to write to (the operator runs without --repo): "
+                "commit the pin by hand"
+            )
+        if not path:
+            return ReadOnlyPromoter(
+                f"not applied from the config repository (no {SOURCE_ANNOTATION} annotation): "
+                "commit the pin by hand"
+            )
+        from controller.sources import WriteBack
+
+        write_back = environment.spec.write_back
+        key = (write_back.branch, write_back.author)
+        with self.lock:
+            if key not in self.promoters:
+                try:
+                    self.promoters[key] = WriteBack(
+                        repo,
+                        cache_dir=StateDir(self.config.state_dir.resolve()).writeback,
+                        branch=write_back.branch,
+                        author=write_back.author,
+                    )
+                except InvalidInput as exc:
+                    return ReadOnlyPromoter(str(exc))
+            return self.promoters[key]
 
     def code_for(self, repo: str) -> CodeSource:
         """The code repository, fetched at most once per poll interval (or on a webhook push)."""
@@ -497,6 +641,7 @@ class Operator:
                     source=source,
                     cluster=cluster,
                     namespace=self.config.namespace,
+                    registry_for=self.registry_for,
                 )
             except Exception as exc:  # a bug must not end Git sync: report it, retry
                 log.exception("git sync of %s failed", self.config.env)
@@ -518,6 +663,10 @@ class Operator:
                     "pruned": result.pruned,
                     "time": time.time(),
                 }
+                try:
+                    self.after_sync(result)
+                except Exception:  # telling must never end Git sync
+                    log.exception("after the git sync of %s", self.config.env)
                 if isinstance(result.error, Unavailable):
                     error = str(result.error)
                 if result.error is not None:
@@ -539,6 +688,52 @@ class Operator:
                 delay = min(delay, GIT_BACKOFF * 2 ** min(failures - 1, 10))
             self.sync_now.wait(delay)
             self.sync_now.clear()
+
+    def after_sync(self, result: GitSyncResult) -> None:
+        """Tell what a Git sync found, as the local runtime does: a champion rolled back (an
+        Event on its ModelDeployment and a notification) and a refused revision (a
+        notification). Configures the Environment's notifications from the revision read."""
+        if result.environment is not None:
+            notifier: Notifier | None = self.notifier_for(result.environment)
+        else:
+            with self.lock:
+                notifier = self.notifiers.get(self.config.env)
+        revision = result.revision or ""
+        namespace = self.config.namespace or (
+            result.environment.spec.namespace if result.environment else None
+        )
+        for name, model, version in result.rolled_back:
+            message = (
+                f"{model} version {version} lost the champion pin at {revision[:12]} without a "
+                "promotion commit: never proposed again"
+            )
+            log.info("%s: %s", name, message)
+            if notifier is not None:
+                key = f"{model}/{version}/{revision}"
+                notifier.notify("RollbackDetected", key, model=name, message=message)
+            body = self.cluster_or_fail().get(API_VERSION, "ModelDeployment", namespace, name)
+            if body is not None and self.kopf_context is not None:
+                self.kopf_context.copy().run(self.post, body, "Normal", "RollbackDetected", message)
+        if isinstance(result.error, InvalidInput) and notifier is not None:
+            notifier.notify(
+                "SyncStalled",
+                revision or str(result.error),
+                message=f"revision {revision[:12]} refused: {result.error}",
+            )
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``: a key ``new`` lacks is
+    null at every depth (``status.promotion.validating`` must go when the validation ended, not
+    only a top-level key), objects are patched the same way, anything else is replaced."""
+    patch: dict[str, Any] = dict.fromkeys(k for k in old if k not in new)
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    return patch
 
 
 class _Throttled:
@@ -608,6 +803,16 @@ class _Cached:
         self, api_version: str, kind: str, namespace: str | None, name: str, status: Any
     ) -> dict[str, Any]:
         return self._cluster.patch_status(api_version, kind, namespace, name, status)
+
+    def annotate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        annotations: Mapping[str, str | None],
+    ) -> dict[str, Any] | None:
+        return self._cluster.annotate(api_version, kind, namespace, name, annotations)
 
 
 class _Recording:
@@ -694,6 +899,8 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         op.stop.set()
         op.sync_now.set()
         await asyncio.get_running_loop().run_in_executor(None, op.queue.stop)
+        for notifier in list(op.notifiers.values()):  # queued notifications get a few seconds
+            await asyncio.get_running_loop().run_in_executor(None, notifier.close, 5.0)
 
     @kopf.index(*ENVS, id="environments", registry=registry)
     def environments(

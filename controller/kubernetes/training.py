@@ -87,25 +87,32 @@ class JobRunner:
         if job is None:
             return RunnerState("absent")
         log = f"kubectl logs -n {self.owner.namespace} job/{name}"
-        status: dict[str, Any] = job.get("status") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions") or []}
-        if int(status.get("succeeded") or 0) > 0 or _true(conditions.get("Complete")):
-            return RunnerState("succeeded", log=log)
-        failed = conditions.get("Failed")
-        if _true(failed) or int(status.get("failed") or 0) > 0:
-            reason = (failed or {}).get("reason")
-            if reason == "DeadlineExceeded":
-                seconds = job.get("spec", {}).get("activeDeadlineSeconds")
-                return RunnerState("failed", f"timed out after {seconds} s (training.timeout)", log)
-            message = (failed or {}).get("message") or "its pod failed"
-            return RunnerState("failed", f"Job {name} failed: {message}", log)
-        return RunnerState("running", log=log)
+        return job_state(job, log=log, timeout_field="training.timeout")
 
     def cleanup(self, run: TrainingRun) -> None:
         """Nothing: the finished Job keeps its pod's log until its TTL removes both."""
 
     def log(self, run: TrainingRun) -> str | None:
         return f"kubectl logs -n {self.owner.namespace} job/{self._name(run)}"
+
+
+def job_state(job: Mapping[str, Any], *, log: str, timeout_field: str) -> RunnerState:
+    """Where a Job is, from its status as the Job controller writes it: succeeded, failed (why:
+    its deadline, named by ``timeout_field``, or its pod) or still running (pending included)."""
+    name = (job.get("metadata") or {}).get("name", "")
+    status: Mapping[str, Any] = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if int(status.get("succeeded") or 0) > 0 or _true(conditions.get("Complete")):
+        return RunnerState("succeeded", log=log)
+    failed = conditions.get("Failed")
+    if _true(failed) or int(status.get("failed") or 0) > 0:
+        reason = (failed or {}).get("reason")
+        if reason == "DeadlineExceeded":
+            seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
+            return RunnerState("failed", f"timed out after {seconds} s ({timeout_field})", log)
+        message = (failed or {}).get("message") or "its pod failed"
+        return RunnerState("failed", f"Job {name} failed: {message}", log)
+    return RunnerState("running", log=log)
 
 
 def _true(condition: Mapping[str, Any] | None) -> bool:

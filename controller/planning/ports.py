@@ -267,3 +267,13 @@ class Cluster(Protocol):
     def patch_status(
         self, api_version: str, kind: str, namespace: str | None, name: str, status: Obj
     ) -> Obj: ...
+    def annotate(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        annotations: Mapping[str, str | None],
+    ) -> Obj | None:
+        """Merge ``annotations`` into the object's (None removes one); None when it is gone."""
+        ...

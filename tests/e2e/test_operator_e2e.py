@@ -15,6 +15,10 @@ from tests.integration.test_operator import (
     test_invalid_document_is_stalled_with_the_field_named,
     test_modeldeployment_lifecycle,
 )
+from tests.integration.test_operator_promotion import (
+    test_a_trained_version_is_validated_by_a_job_then_proposed_and_promoted_through_git,
+    test_without_a_config_repository_versions_are_validated_and_a_failed_job_is_reported,
+)
 from tests.integration.test_operator_training import (
     code,
     server,
@@ -31,8 +35,10 @@ __all__ = [
     "test_a_commit_trains_once_as_a_job_and_its_model_becomes_a_pending_version",
     "test_a_delete_never_waits_for_the_operator",
     "test_a_failed_job_is_reported",
+    "test_a_trained_version_is_validated_by_a_job_then_proposed_and_promoted_through_git",
     "test_an_image_without_commit_blocks_training_with_the_field_named",
     "test_git_sync_applies_prunes_restores_and_rejects_bad_revisions",
     "test_invalid_document_is_stalled_with_the_field_named",
     "test_modeldeployment_lifecycle",
+    "test_without_a_config_repository_versions_are_validated_and_a_failed_job_is_reported",
 ]

@@ -74,9 +74,12 @@ DISCOVERY = [
 UNUSED: dict[tuple[str, str, str], str] = {
     **{
         ("batch", "jobs", verb): (
-            "Training Jobs: this scenario trains nothing (training on Kubernetes needs an MLflow "
-            "tracking server its Jobs reach); tests/integration/test_operator_training.py runs "
-            "one, and the e2e tier does so against the shipped Role."
+            "Training and validation Jobs: this scenario trains and validates nothing (on "
+            "Kubernetes both need an MLflow tracking server their Jobs reach); "
+            "tests/integration/test_operator_training.py runs a training Job and "
+            "tests/integration/test_operator_promotion.py a validation Job, holding the "
+            "operator's requests there to this Role, and the e2e tier runs both against the "
+            "shipped Role."
         )
         for verb in ("get", "create", "patch")
     },

@@ -78,8 +78,10 @@ def apply_deployment(cluster: Cluster, code: Path, **training: Any) -> None:
 
 
 def jobs(cluster: Cluster) -> list[dict[str, Any]]:
-    listed = json.loads(cluster.kubectl("get", "jobs", "-n", NS, "-o", "json").stdout)
-    return list(listed["items"])
+    """The training Jobs (a version they leave is then validated by a Job of its own)."""
+    selector = "app.kubernetes.io/component=training"
+    listed = cluster.kubectl("get", "jobs", "-n", NS, "-l", selector, "-o", "json").stdout
+    return list(json.loads(listed)["items"])
 
 
 def play_pod(job: dict[str, Any], code: Path, workdir: Path) -> int:

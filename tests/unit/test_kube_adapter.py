@@ -50,3 +50,34 @@ def test_webhook_signature() -> None:
     assert not verify_signature("tok", body + b" ", good)
     assert not verify_signature("tok", body, None)
     assert not verify_signature("tok", body, good.replace("sha256=", "sha1="))
+
+
+def _apply_merge_patch(target: object, patch: object) -> object:
+    """RFC 7386, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _apply_merge_patch(out.get(key), value)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ({"promotion": {"validating": "3", "waiting": "validating"}}, {"promotion": {}}),
+        ({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": 2}}),
+        ({"conditions": [{"type": "Ready"}, {"type": "Training"}]}, {"conditions": []}),
+        ({}, {"training": {"lastRun": {"state": "Succeeded"}}}),
+        ({"x": {"y": 1}}, {"x": 5}),
+    ],
+)
+def test_status_merge_patch_turns_the_old_status_into_the_new(
+    old: dict[str, object], new: dict[str, object]
+) -> None:
+    from controller.kubernetes.operator import merge_patch
+
+    assert _apply_merge_patch(old, merge_patch(old, new)) == new

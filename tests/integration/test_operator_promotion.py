@@ -33,7 +33,7 @@ from tests.helpers import (
     git,
     wait_for,
 )
-from tests.integration.test_operator import NS, OPERATOR, cluster, dig, get, merge_patch
+from tests.integration.test_operator import NS, OPERATOR, cluster, dig, get
 from tests.integration.test_operator_rbac import allowed
 from tests.integration.test_operator_training import report, server
 from tests.integration.test_promotion_local import Receiver
@@ -130,12 +130,8 @@ def pin(cluster: Cluster, alias: str) -> str | None:
 
 
 def pruned_by_apply(cluster: Cluster, alias: str) -> None:
-    """The pin a commit removed is gone from the object, as a real API server's server-side apply
-    prunes a field its manager stopped applying. The emulator's apply only merges (see
-    tests/k8s/emulator.py), so there the test removes it as the real server would."""
-    if getattr(cluster, "emulator", None) is not None:
-        body = json.dumps({"spec": {alias: None}})
-        merge_patch(cluster, "modeldeployment", "fraud-detector", body)
+    """The pin a commit removed is gone from the object: server-side apply prunes a field its
+    manager (the Git sync) stopped applying."""
     wait_for(f"no {alias} pin", lambda: pin(cluster, alias) is None, timeout=30)
 
 

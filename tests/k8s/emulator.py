@@ -32,9 +32,10 @@ holds both to them):
   its five conditions, and the namespace goes once it is empty. default, kube-system and
   kube-public cannot be deleted.
 
-Simplified: server-side apply is a deep merge (dicts merged, lists replaced, nulls remove) with no
-field ownership (no managedFields), so it never reports a conflict and never prunes fields a
-manager stops applying; a strategic merge patch is a merge patch; each served version of a CRD is
+Simplified: server-side apply is a deep merge (dicts merged, lists replaced, nulls remove) with
+field ownership kept per apply manager only (no managedFields in the object): a field a manager
+applied before and no longer applies is removed unless another manager's apply sets it, but
+fields written by updates and patches are owned by nobody, and no conflict is ever reported; a strategic merge patch is a merge patch; each served version of a CRD is
 its own store (no conversion); built-in kinds are not validated (any ConfigMap body is taken);
 watches filter by the object's current labels (no synthetic DELETED when labels stop matching);
 lists ignore ``limit``; deleting a CRD keeps its resources served; built-ins print only Name and
@@ -154,6 +155,36 @@ SWEEP_SECONDS = 0.25  # how often the garbage collector and the namespace contro
 # util/rand alphabet (no vowels, no confusable digits): 27**5 = 14.3M names, so a thousand
 # kopf Events rarely collide, as on a real cluster (16**5 hex names collided once per run).
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def _leaf_paths(config: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The fields an apply configuration sets, as paths to its leaves (a list is one leaf: the
+    emulator's merge replaces lists whole)."""
+    if not isinstance(config, dict) or not config:
+        return {prefix} if prefix else set()
+    out: set[tuple[str, ...]] = set()
+    for k, v in config.items():
+        out |= _leaf_paths(v, (*prefix, str(k)))
+    return out
+
+
+def _prune(obj: Any, dropped: set[tuple[str, ...]]) -> Any:
+    """``obj`` without the fields at ``dropped`` (and the maps they leave empty below the top)."""
+    for path in sorted(dropped, key=len, reverse=True):
+        if path[:1] == ("metadata",) and path[1:2] in (("name",), ("namespace",)):
+            continue
+        trail = [obj]
+        for k in path[:-1]:
+            nxt = trail[-1].get(k) if isinstance(trail[-1], dict) else None
+            if not isinstance(nxt, dict):
+                break
+            trail.append(nxt)
+        else:
+            trail[-1].pop(path[-1], None)
+            for depth in range(len(trail) - 1, 1, -1):  # empty maps go, not top-level fields
+                if not trail[depth]:
+                    trail[depth - 1].pop(path[depth - 1], None)
+    return obj
 
 
 def _load_apply(body: bytes) -> Any:
@@ -481,6 +512,10 @@ class KubeApiEmulator(KubernetesEmulator):
 
     calls: list[Call] = attrs.field(factory=list, init=False)
     accesses: list[Access] = attrs.field(factory=list, init=False)
+    # The fields each manager's last apply set, per (object, manager, subresource).
+    _applied: dict[tuple[Key, str, str | None], set[tuple[str, ...]]] = attrs.field(
+        factory=dict, init=False
+    )
     _columns: dict[resource, list[Obj]] = attrs.field(factory=dict, init=False)
     _events: list[tuple[int, resource, Obj]] = attrs.field(factory=list, init=False)
     _rv: int = attrs.field(default=0, init=False)
@@ -726,8 +761,22 @@ class KubeApiEmulator(KubernetesEmulator):
                 self.accesses.append(check._replace(verb="create"))
                 body = _merge(config, {"metadata": {"name": key[2]}})
                 created = self._create(key[0], key[1], body, validation="Ignore")
+                self._applied[(key, str(req.params["fieldManager"]), None)] = _leaf_paths(config)
                 return self._respond(created, status=201)
-            change = lambda old: _merge(old, config)  # noqa: E731
+            # A manager owns the fields it applies; a field it applied before and no longer
+            # does is removed, unless another manager's apply still sets it (shared).
+            manager = str(req.params["fieldManager"])
+            mine = _leaf_paths(config)
+            others = set().union(
+                *(
+                    v
+                    for (k, m, s), v in self._applied.items()
+                    if k == key and s == sub and m != manager
+                )
+            )
+            dropped = self._applied.get((key, manager, sub), set()) - mine - others
+            self._applied[(key, manager, sub)] = mine
+            change = lambda old: _prune(_merge(old, config), dropped)  # noqa: E731
             validation = "Ignore"  # what the apply configuration did not declare is gone
         else:
             raise _error(415, "UnsupportedMediaType", f"unsupported patch type: {ctype}")
@@ -800,6 +849,10 @@ class KubeApiEmulator(KubernetesEmulator):
     ) -> Obj:
         """A create, in the API server's order: decode, admit, prepare, validate, store."""
         info, meta = self.resources[res], obj.setdefault("metadata", {})
+        for owned in [
+            k for k in self._applied if k[0][:2] == (res, ns) and k[0][2] == meta.get("name")
+        ]:
+            del self._applied[owned]  # a new object: nobody owns its fields yet
         if validation is not None:
             self._decode(res, obj, validation, "create", meta.get("name") or "")
             self._admit_create(res, ns, meta.get("name") or meta.get("generateName") or "")

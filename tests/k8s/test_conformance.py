@@ -670,3 +670,18 @@ def test_defaults_are_filled_in(api: Target) -> None:
         },
         "promotion": {"policy": "manual"},
     }
+
+
+def test_a_field_its_manager_stops_applying_is_removed_unless_shared(api: Target) -> None:
+    _, _, configmaps = paths(api.namespace())
+
+    def apply(manager: str, **data: str) -> None:
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": data}
+        api.ok("PATCH", f"{configmaps}/c", body, ctype=APPLY, fieldManager=manager)
+
+    apply("one", a="1", b="2", s="3")
+    apply("two", x="9", s="3")  # "s" is now shared by both managers
+    apply("one", a="1")  # "one" stops applying b and s
+    assert api.ok("GET", f"{configmaps}/c")["data"] == {"a": "1", "s": "3", "x": "9"}
+    apply("two", x="9")  # the last owner of s lets it go
+    assert api.ok("GET", f"{configmaps}/c")["data"] == {"a": "1", "x": "9"}

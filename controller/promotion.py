@@ -129,7 +129,13 @@ def promotion_pass(
             for r in tracking.model_versions(model)
             if r.version.isdigit()
         ]
-    versions = [v for v in versions if TAG_VALIDATION_ERROR not in v.tags or v.status != "PENDING"]
+    unusable = [v for v in versions if TAG_VALIDATION_ERROR in v.tags and v.status == "PENDING"]
+    newest = max(unusable, key=lambda v: v.number) if unusable else None
+    if newest is not None and problem is None and trained and newest.version == trained[-1].version:
+        # Said on every pass while it is the newest trained version, not only the first.
+        reason = newest.tags[TAG_VALIDATION_ERROR]
+        problem = f"validation of version {newest.version} could not run: {reason}"
+    versions = [v for v in versions if v not in unusable]
 
     champion = spec.champion.version if spec.champion else None
     challenger = spec.challenger.version if spec.challenger else None

@@ -189,7 +189,10 @@ def _refuse_rolled_back(desired: DesiredState, model: str, version: str, state: 
     hand edit) is pinned again only with --force."""
     from controller.pipeline.promotion import TAG_ROLLED_BACK
 
-    tracking = tracking_factory(state)(desired.environment.spec.registry.tracking_uri)
+    uri = desired.environment.spec.registry.tracking_uri
+    if uri is None and not (state.root / "mlflow.db").exists():
+        return  # no embedded store yet, so no version was rolled back (and none is created)
+    tracking = tracking_factory(state)(uri)
     tags = next((v.tags for v in tracking.model_versions(model) if v.version == version), {})
     if TAG_ROLLED_BACK in tags:
         revision = tags[TAG_ROLLED_BACK][:12]

@@ -1,7 +1,7 @@
 """The ``mlgitops`` command: one module per command group, put together here.
 
 - ``config``: ``validate``, ``diff``, ``sync`` (an environment folder checked, compared, applied)
-- ``inspect``: ``status``, ``history``
+- ``inspect``: ``status``; ``history``: validations, proposals, alias changes, rollbacks
 - ``run``: the embedded runtime; ``operator``: the Kubernetes operator
 - ``training``: ``train``, ``runs`` (training runs by hand, and their record)
 - ``promotion``: ``promote``, ``rollback`` (write-back commits by hand)
@@ -19,6 +19,7 @@ import typer
 
 from controller.cli import (
     config,
+    history,
     inspect,
     jobs,
     operator,
@@ -46,7 +47,7 @@ for command in (
     config.diff,
     config.sync,
     inspect.status,
-    inspect.history,
+    history.history,
     run.run,
     training.train,
     training.runs,

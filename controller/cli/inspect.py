@@ -1,8 +1,8 @@
-"""``status`` and ``history``: what the controller last did, and every alias change it made.
+"""``status``: what the controller last did.
 
 ``status`` reads only the state directory (no Git, no registry), so it answers at once even while
-a dependency is down; ``history`` reads the registry, the durable record that outlives the state
-directory and the controller.
+a dependency is down; ``history`` (``cli/history.py``) reads the registry and Git, the durable
+record that outlives the state directory and the controller.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import typer
 from rich.table import Table
 
 from controller.cli import options
-from controller.cli.options import EnvOpt, RepoOpt, RevOpt, StateOpt
-from controller.errors import InvalidInput, Unavailable
+from controller.cli.options import EnvOpt, StateOpt
 
 
 def _last_change(status: dict[str, Any]) -> str:
@@ -149,49 +148,3 @@ def status(
             )
         options.out.print()
         options.out.print(runs)
-
-
-def history(
-    env: EnvOpt,
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Only this ModelDeployment (metadata.name).")
-    ] = None,
-    repo: RepoOpt = ".",
-    rev: RevOpt = None,
-    state_dir: StateOpt = None,
-) -> None:
-    """Show every alias change recorded in the registry (tags on the model versions).
-
-    This is the durable record: it survives the loss of the state directory or the controller.
-    """
-    from controller.engine import load_desired
-
-    state = options.state_for(state_dir)
-    source = options.source_for(repo, state)
-    try:
-        _, desired = load_desired(source, env=env, rev=rev)
-        registry = options.registry_factory(state)(desired.environment.spec.registry.tracking_uri)
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        for col in ("TIME", "MODEL", "ALIAS", "CHANGE", "REVISION", "REASON"):
-            table.add_column(col, overflow="fold")
-        shown = 0
-        for d in desired.deployments:
-            if model and d.doc.metadata.name != model:
-                continue
-            for e in registry.history(model=d.registered_model):
-                shown += 1
-                table.add_row(
-                    e.time[:19].replace("T", " "),
-                    d.registered_model,
-                    e.alias,
-                    f"{options.fmt(e.previous)} -> {options.fmt(e.version)}",
-                    e.revision[:7],
-                    e.reason,
-                )
-    except (InvalidInput, Unavailable) as exc:
-        options.fail(options.error_lines(exc))
-    finally:
-        source.close()
-    if model and not any(d.doc.metadata.name == model for d in desired.deployments):
-        options.fail([f"--model: no ModelDeployment named {model!r} in environment {env!r}"])
-    options.out.print(table if shown else "no alias changes recorded")

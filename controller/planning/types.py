@@ -135,3 +135,5 @@ class RegisteredVersion:
     run_id: str | None = None
     source: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    created: int | None = None  # ms since the epoch
+    updated: int | None = None  # MLflow's last_updated_timestamp: tag writes leave it alone

@@ -83,6 +83,8 @@ def _version(mv: Any) -> VersionRecord:
         run_id=mv.run_id or None,
         tags={str(k): str(v) for k, v in (mv.tags or {}).items()},
         source=mv.source or None,
+        created=None if mv.creation_timestamp is None else int(mv.creation_timestamp),
+        updated=None if mv.last_updated_timestamp is None else int(mv.last_updated_timestamp),
     )
 
 

@@ -75,6 +75,8 @@ def _version(body: dict[str, Any]) -> VersionRecord:
         run_id=body.get("run_id") or None,
         tags=_tags(body.get("tags")),
         source=body.get("source") or None,
+        created=_int(body.get("creation_timestamp")),
+        updated=_int(body.get("last_updated_timestamp")),
     )
 
 

@@ -92,7 +92,13 @@ def _training_run(run: RunRecord) -> TrainingRun:
 
 def _registered(mv: VersionRecord) -> RegisteredVersion:
     return RegisteredVersion(
-        name=mv.name, version=mv.version, run_id=mv.run_id, source=mv.source, tags=dict(mv.tags)
+        name=mv.name,
+        version=mv.version,
+        run_id=mv.run_id,
+        source=mv.source,
+        tags=dict(mv.tags),
+        created=mv.created,
+        updated=mv.updated,
     )
 
 

@@ -42,6 +42,8 @@ class VersionRecord:
     run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     source: str | None = None
+    created: int | None = None  # ms since the epoch
+    updated: int | None = None  # last_updated_timestamp (tag writes do not change it)
 
 
 @dataclass(frozen=True)

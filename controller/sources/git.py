@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -166,6 +167,16 @@ class GitSource(_Repository):
             subject=(message.strip().splitlines() or [""])[0],
             author=f"{commit.author.name} <{commit.author.email}>",
         )
+
+    def commit_time(self, sha: str) -> str | None:
+        """When ``sha`` was committed (its committer date, ISO 8601 in UTC, ``...Z``); None when
+        the repository does not have it."""
+        repo = self._open(update=True)
+        try:
+            commit = repo.commit(sha)
+        except (git.BadName, ValueError, git.GitCommandError):
+            return None
+        return datetime.fromtimestamp(commit.committed_date, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def read_folder(self, sha: str, folder: str) -> dict[str, bytes] | None:
         """Every file directly in ``folder`` at ``sha`` (path -> content); None if no such folder."""

@@ -294,8 +294,19 @@ def test_logged_models_are_registered_as_versions(
     v1 = tracking.register_version(model=name, source=first.model_uri, run_id=run.run_id, tags=tags)
     v2 = tracking.register_version(model=name, source=second.model_uri, run_id=run.run_id, tags={})
     assert v1 == RegisteredVersion(
-        name=name, version="1", run_id=run.run_id, source=first.model_uri, tags=tags
+        name=name,
+        version="1",
+        run_id=run.run_id,
+        source=first.model_uri,
+        tags=tags,
+        created=v1.created,
+        updated=v1.updated,
     )
+    # Both transports read the registration time (ms), which `mlgitops history` falls back on.
+    assert v1.created is not None
+    assert abs(v1.created / 1000 - time.time()) < 600
+    assert v1.updated is not None
+    assert v1.updated >= v1.created
     assert (v2.name, v2.version, v2.run_id, v2.source) == (name, "2", run.run_id, second.model_uri)
 
     assert tracking.run_versions(run.run_id) == [v1, v2]

@@ -173,10 +173,10 @@ class GitSource(_Repository):
         the repository does not have it."""
         repo = self._open(update=True)
         try:
-            commit = repo.commit(sha)
+            seconds = repo.commit(sha).committed_date  # a full sha is looked up only here
         except (git.BadName, ValueError, git.GitCommandError):
             return None
-        return datetime.fromtimestamp(commit.committed_date, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def read_folder(self, sha: str, folder: str) -> dict[str, bytes] | None:
         """Every file directly in ``folder`` at ``sha`` (path -> content); None if no such folder."""

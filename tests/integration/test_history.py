@@ -143,14 +143,19 @@ def test_history_lists_validations_proposals_alias_changes_and_rollbacks_in_time
 def test_history_of_a_model_with_nothing_recorded(
     cli: Callable[..., Ran], repo: ConfigRepo, registry: RegistryView
 ) -> None:
-    """Before any sync only the seeded verdicts exist; an unknown model is an error."""
+    """Before any sync only the seeded verdicts exist, at the versions' registration (as is a
+    proposal whose commit the config repository does not have); an unknown model is an error."""
+    churn = "prod.customers.churn_predictor"
+    registry.client.set_model_version_tag(churn, "1", "mlgitops.proposed.champion", "0" * 40)
     ran = cli("history", "--env", "prod", "--model", "churn-predictor")
     assert ran.code == 0, ran.stderr
     assert _rows(ran.stdout) == [
         "validation v1 PASSED",
+        "proposed champion v1",
         "validation v2 PASSED",
         "validation v3 PASSED",
     ]
+    assert all(re.match(r"\S+ \S+\* ", row) for row in ran.stdout.splitlines()[1:5])
     missing = cli("history", "--env", "prod", "--model", "nope")
     assert missing.code == 2
     assert "no ModelDeployment named 'nope'" in missing.stderr

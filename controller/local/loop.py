@@ -99,6 +99,7 @@ def run(
         data_root=trainer.data_root,
         on_event=lambda e: say(f"{env}: {e.reason}: {e.message}"),
         on_exit=wake.set,  # its verdict is acted on at once
+        on_written=wake.set,  # a promotion it committed is synced at once
     )
 
     def train(desired: DesiredState) -> Mapping[str, TrainingStatus]:

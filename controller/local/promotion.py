@@ -8,7 +8,9 @@ registered is validated in the same pass. Validations are tracked processes
 restarted runtime adopts one still going rather than starting a second. Write-backs go through
 ``sources.WriteBack`` with its own clone under ``<state>/writeback``; a local config repository
 with the write-back branch checked out needs ``git config receive.denyCurrentBranch
-updateInstead`` (the error says so).
+updateInstead`` (the error says so). A commit pushed to the branch calls ``on_written``, so the
+runtime syncs it at once instead of at its next poll: a challenger commit, then the champion
+commit its sync leads to, each moves its alias within the second.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from controller.pipeline.pins import check_deployment
 from controller.planning.ports import Promoter, RunnerState, Tracking
 from controller.promotion import promotion_pass
 from controller.training import Event
+
+# The Events of a promotion commit pushed to the branch the runtime syncs (policy auto); a
+# promotion branch awaiting its merge (manual) changes nothing until it is merged.
+WRITTEN = frozenset({"ChallengerProposed", "PromotionCommitted"})
 
 
 class LocalValidator:
@@ -63,6 +69,8 @@ class LocalPromotion:
     data_root: str | None = None
     on_event: Callable[[Event], None] = lambda _: None
     on_exit: Callable[[], None] = lambda: None  # a validation this process started ended
+    # A promotion was committed to the branch (policy auto): the next pass syncs it at once.
+    on_written: Callable[[], None] = lambda: None
     statuses: dict[str, PromotionStatus] = field(default_factory=dict)
     _left: set[Path] = field(default_factory=set)  # ended records the last pass left
 
@@ -98,6 +106,8 @@ class LocalPromotion:
                 check=check,
             )
             before = self.statuses.get(name)
+            if any(e.reason in WRITTEN for e in result.events):
+                self.on_written()
             for event in result.events:
                 repeated = before is not None and event.message == before.problem
                 if not (event.reason == "WriteBackFailed" and repeated):

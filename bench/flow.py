@@ -20,7 +20,7 @@ import json
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,6 @@ class Flow:
     challenger_alias: float = 0.0
     champion_commit: float = 0.0
     champion_alias: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def script_seconds(self) -> float:

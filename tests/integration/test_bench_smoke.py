@@ -50,7 +50,9 @@ def test_pipeline_runs_one_commit_per_mode(tmp_path: Path) -> None:
         "   of validate: until the validation run (the job starting) (median)",
         "   of validate: the validation run (median)",
         "   of the validation run: compare with the champion (median)",
+        "d. controller overhead to champion serving, polling (median)",
         "d. controller overhead to champion serving, polling (worst)",
+        "d. controller overhead to champion serving, webhook (median)",
         "d. controller overhead to champion serving, webhook (worst)",
         "e. revert pushed -> previous champion serving, polling",
         "e. revert pushed -> previous champion serving, webhook",
@@ -59,6 +61,7 @@ def test_pipeline_runs_one_commit_per_mode(tmp_path: Path) -> None:
     ):
         assert bench_figure(out, name) >= 0
     assert "d. commit -> new champion serving: 3 commits followed end to end" in out
+    assert (tmp_path / "flows.json").exists()  # each commit's boundaries, for a closer look
     for text in (
         "the controller adds at most 5 s to the script and the validation run (webhook)",
         "a reverted promotion serves the previous champion within 3 s (polling)",

@@ -90,6 +90,8 @@ class LocalPromotion:
         environment = desired.environment
         promoter = self.promoter_for(environment)
         for d in desired.deployments:
+            if d.doc.spec.validation is None and d.doc.spec.training is None:
+                continue  # nothing of its versions is the controller's to validate or propose
             name = d.doc.metadata.name
 
             def check(data: bytes, path: str = d.at.file, name: str = name) -> None:

@@ -63,9 +63,10 @@ def run(
     start (nothing is running then) and :class:`~controller.errors.Busy` when another process
     holds the environment; errors of later passes go to ``on_error`` and the loop goes on with
     the last good state in force. ``promoter_for``: the config repository's write-back (None:
-    versions are validated, nothing is proposed to Git). ``wake`` set: the next pass starts now (a pass under way
-    when it is set is followed by another). ``on_repos`` hears the repositories each pass read
-    (the config repository's location and every code repository), for matching pushes.
+    versions are validated, nothing is proposed to Git). ``wake`` set: the next pass starts now
+    (a pass under way when it is set is followed by another). ``on_repos`` hears the
+    repositories each pass read (the config repository's location and every code repository),
+    for matching pushes.
     """
     wake = wake or threading.Event()
     from controller.registry import embedded_tracking_uri

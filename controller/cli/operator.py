@@ -10,13 +10,11 @@ import typer
 from controller.cli.options import (
     EnvOpt,
     StateOpt,
+    desired_for,
     err,
-    error_lines,
     fail,
-    source_for,
     state_for,
 )
-from controller.errors import MlgitopsError
 
 DEFAULT_IMAGE = "ghcr.io/mlgitops/mlgitops:0.1.0"  # the released image of this version
 
@@ -107,16 +105,7 @@ def operator(
     if namespace is None and not all_namespaces:
         if repo is None:
             fail(["--namespace: required without --repo (or use --all-namespaces)"])
-        from controller.engine import load_desired
-
-        source = source_for(repo, state)
-        try:
-            _, desired = load_desired(source, env=env, rev=None)
-        except MlgitopsError as exc:
-            fail(error_lines(exc))
-        finally:
-            source.close()
-        namespace = desired.environment.spec.namespace
+        namespace = desired_for(repo, state, env).environment.spec.namespace
     from controller.kubernetes.operator import OperatorConfig, run  # imports kopf
 
     config = OperatorConfig(

@@ -16,6 +16,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from controller.api.loader import DeploymentDoc, DesiredState
 from controller.errors import InvalidInput, MlgitopsError
 from controller.planning.ports import CodeSource, Registry, RegistryFor, Tracking, TrackingFor
 from controller.sources import CodeRepo, GitSource
@@ -95,6 +96,29 @@ def error_lines(error: MlgitopsError) -> list[str]:
     if isinstance(error, InvalidInput):
         return [str(p) for p in error.problems] or [str(error)]
     return [str(error)]
+
+
+def desired_for(repo: str, state: StateDir, env: str) -> DesiredState:
+    """Environment ``env`` at the head of ``repo``, validated whole; one ``error:`` line per
+    problem and exit 2 when it cannot be read or is invalid."""
+    from controller.engine import load_desired
+
+    source = source_for(repo, state)
+    try:
+        return load_desired(source, env=env, rev=None)[1]
+    except MlgitopsError as exc:
+        fail(error_lines(exc))
+    finally:
+        source.close()
+
+
+def deployment_named(desired: DesiredState, name: str) -> DeploymentDoc:
+    """The ModelDeployment ``name`` of ``desired``; exit 2 naming NAME when there is none."""
+    for d in desired.deployments:
+        if d.doc.metadata.name == name:
+            return d
+    env = desired.environment.metadata.name
+    fail([f"NAME: no ModelDeployment named {name!r} in environment {env!r}"])
 
 
 def resolve_tracking_uri(given: str | None, state: StateDir) -> str:

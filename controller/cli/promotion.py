@@ -17,6 +17,7 @@ from controller.cli.options import (
     EnvOpt,
     RepoOpt,
     StateOpt,
+    deployment_named,
     error_lines,
     fail,
     out,
@@ -178,10 +179,7 @@ def _deployment(
             _, desired = load_desired(source, env=env, rev=branch)
     finally:
         source.close()
-    found = [d for d in desired.deployments if d.doc.metadata.name == name]
-    if not found:
-        fail([f"NAME: no ModelDeployment named {name!r} in environment {env!r}"])
-    return desired, found[0]
+    return desired, deployment_named(desired, name)
 
 
 def _refuse_rolled_back(desired: DesiredState, model: str, version: str, state: StateDir) -> None:

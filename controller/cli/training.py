@@ -21,6 +21,7 @@ from controller.cli.options import (
     RepoOpt,
     StateOpt,
     code_factory,
+    deployment_named,
     err,
     error_lines,
     fail,
@@ -74,10 +75,7 @@ def train(
     source = source_for(repo, state)
     try:
         _, desired = load_desired(source, env=env, rev=None)
-        found = [d for d in desired.deployments if d.doc.metadata.name == name]
-        if not found:
-            fail([f"NAME: no ModelDeployment named {name!r} in environment {env!r}"])
-        [deployment] = found
+        deployment = deployment_named(desired, name)
         spec = deployment.doc.spec.training
         if spec is None:
             fail([f"{deployment.at.file}: spec.training: {name!r} has no training section"])

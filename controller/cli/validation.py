@@ -21,11 +21,12 @@ from controller.cli.options import (
     RepoOpt,
     StateOpt,
     TrackingUriOpt,
+    deployment_named,
+    desired_for,
     error_lines,
     fail,
     out,
     resolve_tracking_uri,
-    source_for,
     state_for,
 )
 from controller.errors import JobError, MlgitopsError
@@ -117,19 +118,8 @@ def validate_model(
     else:
         if model is not None:
             fail(["--model: only with --spec-json (else the ModelDeployment names the model)"])
-        from controller.engine import load_desired
-
-        source = source_for(repo, state)
-        try:
-            _, desired = load_desired(source, env=env, rev=None)
-        except MlgitopsError as exc:
-            fail(error_lines(exc))
-        finally:
-            source.close()
-        found = [d for d in desired.deployments if d.doc.metadata.name == name]
-        if not found:
-            fail([f"NAME: no ModelDeployment named {name!r} in environment {env!r}"])
-        [doc] = found
+        desired = desired_for(repo, state, env)
+        doc = deployment_named(desired, name)
         if doc.doc.spec.validation is None:
             fail([f"{doc.at.file}: spec.validation: {name!r} has no validation section"])
         spec = doc.doc.spec.validation

@@ -358,7 +358,12 @@ def render_training_job(
         "mlgitops.io/trigger-key": key,
         "mlgitops.io/attempt": str(attempt),
     }
-    labels = _labels(owner, "training")
+    return _job(owner, "training", meta, pod, timeout)
+
+
+def _job(owner: Owner, component: str, meta: Obj, pod: Obj, timeout: float) -> Obj:
+    """A Job that runs once: ended at ``timeout``, never retried by Kubernetes (a retry is the
+    controller's decision), deleted a week after it finished, with its pod's log."""
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -367,7 +372,7 @@ def render_training_job(
             "backoffLimit": 0,
             "activeDeadlineSeconds": max(1, int(timeout)),
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
-            "template": {"metadata": {"labels": labels}, "spec": pod},
+            "template": {"metadata": {"labels": _labels(owner, component)}, "spec": pod},
         },
     }
 
@@ -405,17 +410,7 @@ def render_validation_job(
     pod = _pod(ctx, args=list(args), restart="Never", env=extra)
     meta = _meta(owner, validation_job_name(owner.name, model, version), "validation")
     meta["annotations"] = {"mlgitops.io/registered-model": model, "mlgitops.io/version": version}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta,
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": max(1, int(timeout)),
-            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
-            "template": {"metadata": {"labels": _labels(owner, "validation")}, "spec": pod},
-        },
-    }
+    return _job(owner, "validation", meta, pod, timeout)
 
 
 def render_children(

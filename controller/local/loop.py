@@ -23,6 +23,7 @@ from controller.api.status import ServingStatus, TrainingStatus
 from controller.engine import SyncResult, load_desired, reconcile
 from controller.errors import InvalidInput, MlgitopsError
 from controller.local.cron import LocalCron
+from controller.local.forkserver import ForkServer
 from controller.local.promotion import LocalPromotion
 from controller.local.servers import LocalRuntime
 from controller.local.training import LocalTraining
@@ -39,6 +40,8 @@ from controller.state import StateDir
 from controller.training import Event
 
 TICK_SECONDS = 1.0
+# What ``mlgitops validate-model`` imports, loaded once by the warm server it is forked from.
+VALIDATION_PRELOAD = ("controller.cli", "controller.jobs.validation", "controller.registry.preload")
 
 
 def run(
@@ -91,6 +94,8 @@ def run(
         on_event=lambda e: say(f"{env}: {e.reason}: {e.message}"),
         on_exit=wake.set,  # its version is registered at once, not at the next poll
     )
+    # Validations start forked from a process that has imported what they need (local.forkserver).
+    forks = ForkServer(VALIDATION_PRELOAD, log=state.root / "envs" / env / "forkserver.log")
     promotion = LocalPromotion(
         env=env,
         state_root=state.root,
@@ -101,6 +106,7 @@ def run(
         on_event=lambda e: say(f"{env}: {e.reason}: {e.message}"),
         on_exit=wake.set,  # its verdict is acted on at once
         on_written=wake.set,  # a promotion it committed is synced at once
+        forks=forks,
     )
 
     def train(desired: DesiredState) -> Mapping[str, TrainingStatus]:
@@ -168,6 +174,7 @@ def run(
                         break  # a run adopted after a restart ended, or one is past its deadline
                     wake.wait(TICK_SECONDS)
     finally:
+        forks.close()
         cron.stop_all()
         runtime.stop_all()
         notifier.close(timeout=5.0)

@@ -31,18 +31,22 @@ def start_command(
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` as the module docstring says (a training script, say, in its checkout)."""
-    environ = {
-        **os.environ,
-        **(env or {}),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
     with open(log, "ab") as out:  # the child keeps its own handle
         return subprocess.Popen(
             list(argv),
-            env=environ,
+            env=environ(env),
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+
+def environ(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A child's whole environment: this process's, ``env`` added, the virtualenv's bin first."""
+    return {
+        **os.environ,
+        **(env or {}),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }

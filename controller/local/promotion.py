@@ -16,7 +16,6 @@ commit its sync leads to, each moves its alias within the second.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 from controller.api.documents import Environment
 from controller.api.loader import DesiredState
 from controller.api.status import PromotionStatus
+from controller.local.forkserver import ForkServer
 from controller.local.tracked import Tracked
 from controller.pipeline.pins import check_deployment
 from controller.planning.ports import Promoter, RunnerState, Tracking
@@ -39,18 +39,27 @@ class LocalValidator:
     """``ports.Validator`` on this machine: ``python -m controller validate-model ...``."""
 
     def __init__(
-        self, root: Path, state_root: Path, on_exit: Callable[[], None] = lambda: None
+        self,
+        root: Path,
+        state_root: Path,
+        on_exit: Callable[[], None] = lambda: None,
+        forks: ForkServer | None = None,
     ) -> None:
         self.tracked = Tracked(root, on_exit)
         self.state_root = state_root  # the embedded store keeps its artifacts there
+        self.forks = forks  # warm starts (None: a fresh interpreter each time)
 
     def state(self, key: str) -> RunnerState:
         return self.tracked.state(key)
 
     def start(self, key: str, *, args: list[str], env: Mapping[str, str], timeout: float) -> str:
-        command = [sys.executable, "-m", "controller", *args, "--state-dir", str(self.state_root)]
-        return self.tracked.start(
-            key, command, env=env, timeout=timeout, header=f"$ mlgitops {args[0]} (version {key})"
+        return self.tracked.start_mlgitops(
+            key,
+            [*args, "--state-dir", str(self.state_root)],
+            env=env,
+            timeout=timeout,
+            forks=self.forks,
+            header=f"$ mlgitops {args[0]} (version {key})",
         )
 
     def cleanup(self, key: str) -> None:
@@ -71,6 +80,7 @@ class LocalPromotion:
     on_exit: Callable[[], None] = lambda: None  # a validation this process started ended
     # A promotion was committed to the branch (policy auto): the next pass syncs it at once.
     on_written: Callable[[], None] = lambda: None
+    forks: ForkServer | None = None  # warm starts for validations (None: cold ones)
     statuses: dict[str, PromotionStatus] = field(default_factory=dict)
     _left: set[Path] = field(default_factory=set)  # ended records the last pass left
 
@@ -89,6 +99,8 @@ class LocalPromotion:
         out: dict[str, PromotionStatus] = {}
         environment = desired.environment
         promoter = self.promoter_for(environment)
+        if self.forks and any(d.doc.spec.validation for d in desired.deployments):
+            self.forks.warm()  # imported by the time a training run ends
         for d in desired.deployments:
             if d.doc.spec.validation is None and d.doc.spec.training is None:
                 continue  # nothing of its versions is the controller's to validate or propose
@@ -101,7 +113,7 @@ class LocalPromotion:
                 environment=environment,
                 deployment=d,
                 tracking=self.tracking,
-                validator=LocalValidator(self.dir(name), self.state_root, self.on_exit),
+                validator=LocalValidator(self.dir(name), self.state_root, self.on_exit, self.forks),
                 promoter=promoter,
                 tracking_uri=self.tracking_uri,
                 data_root=self.data_root,

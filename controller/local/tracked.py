@@ -10,8 +10,9 @@ files rather than by memory. For a key (a run id, a model version) under a root 
 - ``<key>.log``, its output.
 
 So a restarted runtime adopts a process still going (its pid, checked against the wrapper's
-command line so a recycled pid is not mistaken for it) and learns how one that ended while it
-was down went. A process past its deadline is ended, its whole process group. A thread per
+command line, or against its start time for a run forked from the warm server of
+``local.forkserver``, so a recycled pid is not mistaken for it) and learns how one that ended
+while it was down went. A process past its deadline is ended, its whole process group. A thread per
 process this runtime started reaps it when it ends and calls ``on_exit``, so the loop can act on
 the result at once rather than at its next poll.
 """
@@ -23,6 +24,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.local import processes
+from controller.local.forkserver import ForkServer, ForkServerError, start_time, wait_for_exit
 from controller.planning.ports import RunnerState
 from controller.state import write_json
 
@@ -94,6 +97,63 @@ class Tracked:
         threading.Thread(target=watch, name=f"tracked-{key[:12]}", daemon=True).start()
         return str(log)
 
+    def start_mlgitops(
+        self,
+        key: str,
+        args: list[str],
+        *,
+        env: Mapping[str, str],
+        timeout: float,
+        forks: ForkServer | None,
+        header: str | None = None,
+    ) -> str:
+        """Start ``mlgitops <args>`` for ``key``: forked from the warm server ``forks`` when
+        there is one that answers, else as a fresh ``python -m controller``."""
+        if forks is None:
+            return self.start(
+                key,
+                [sys.executable, "-m", "controller", *args],
+                env=env,
+                timeout=timeout,
+                header=header,
+            )
+        record, exit_file, log = self.paths(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        exit_file.unlink(missing_ok=True)
+        if header:
+            with open(log, "ab") as out:
+                out.write(f"{header}\n".encode())
+        try:
+            pid = forks.spawn(
+                args, env=processes.environ(env), cwd=None, log=log, exit_file=exit_file
+            )
+        except ForkServerError as e:
+            with open(log, "ab") as out:
+                out.write(f"(no warm start: {e})\n".encode())
+            return self.start(
+                key, [sys.executable, "-m", "controller", *args], env=env, timeout=timeout
+            )
+        now = time.time()
+        write_json(
+            record,
+            {
+                "pid": pid,
+                "proc_start": start_time(pid),
+                "command": ["mlgitops", *args],
+                "started": now,
+                "deadline": now + timeout,
+                "timeout": timeout,
+            },
+        )
+        on_exit = self.on_exit
+
+        def watch() -> None:
+            wait_for_exit(pid)
+            on_exit()
+
+        threading.Thread(target=watch, name=f"tracked-{key[:12]}", daemon=True).start()
+        return str(log)
+
     def state(self, key: str) -> RunnerState:
         record_path, exit_file, log = self.paths(key)
         child = _STARTED.get(record_path)
@@ -112,7 +172,7 @@ class Tracked:
                 return RunnerState("succeeded", log=str(log))
             return RunnerState("failed", _exit_reason(code, record), str(log))
         pid = int(record["pid"])
-        if _alive(pid, exit_file):
+        if _alive(record, exit_file):
             if time.time() > float(record["deadline"]):
                 _end_group(pid)
                 return RunnerState("failed", f"timed out after {record['timeout']:g} s", str(log))
@@ -140,7 +200,7 @@ class Tracked:
             try:
                 data = json.loads(record.read_text())
                 over = time.time() > float(data["deadline"])
-                if exit_file.exists() or over or not _alive(int(data["pid"]), exit_file):
+                if exit_file.exists() or over or not _alive(data, exit_file):
                     found.add(record)
             except (OSError, ValueError, KeyError, TypeError):
                 continue
@@ -153,8 +213,12 @@ def _exit_reason(code: int, record: Mapping[str, Any]) -> str:
     return f"exited with code {code}"
 
 
-def _alive(pid: int, exit_file: Path) -> bool:
-    """The wrapper shell of this process still runs (its command line names the exit file)."""
+def _alive(record: Mapping[str, Any], exit_file: Path) -> bool:
+    """The process still runs: the wrapper shell whose command line names the exit file, or
+    the forked run that started when the record says (its pid not recycled)."""
+    pid = int(record["pid"])
+    if "proc_start" in record:
+        return record["proc_start"] is not None and start_time(pid) == record["proc_start"]
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:

@@ -284,11 +284,11 @@ class TrainingSource(Model):
     paths: list[str] = Field(default_factory=lambda: ["**"])
 
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 def _duration(value: Any) -> Any:
-    # Seconds as an integer, or "2h", "90m", "1h30m", "45s".
+    # Seconds as an integer, or "1d", "2h", "90m", "1h30m", "45s".
     if isinstance(value, bool):
         raise ValueError('must be a duration such as "2h", "30m" or a number of seconds')
     if isinstance(value, int):
@@ -296,8 +296,8 @@ def _duration(value: Any) -> Any:
     match = _DURATION.match(value) if isinstance(value, str) and value else None
     if match is None or not any(match.groups()):
         raise ValueError(f'must be a duration such as "2h", "30m" or "90s", got {value!r}')
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
 Duration = Annotated[
@@ -305,7 +305,11 @@ Duration = Annotated[
     BeforeValidator(_duration),
     Field(gt=0),
     WithJsonSchema(
-        {"type": ["integer", "string"], "minimum": 1, "pattern": "^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"}
+        {
+            "type": ["integer", "string"],
+            "minimum": 1,
+            "pattern": "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
+        }
     ),
 ]
 
@@ -424,11 +428,67 @@ class RetrainSpec(Model):
         return self
 
 
+class LabelsSpec(Model):
+    table: TableName = Field(description="Delta table of ground truth that lands later.")
+    key: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1,
+        description="Columns joining a label to its prediction (in both tables): request_id "
+        "(and row) for an inference table, or a business key.",
+    )
+    target: str = Field(min_length=1, description="The labels table's column with the truth.")
+    min_rows: int = Field(
+        default=30, ge=1, description="Fewer labeled rows in a window: quality not judged."
+    )
+
+
+class QualityThreshold(Model):
+    metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2"]
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> QualityThreshold:
+        if self.min is None and self.max is None:
+            raise ValueError("give min or max")
+        return self
+
+
 class MonitoringSpec(Model):
     schedule: Schedule
     baseline: TableName
+    input: Literal["batch", "inference"] | None = Field(
+        default=None,
+        description="What is monitored: batchInference.output or serving.inferenceTable. "
+        "Omitted: the batch output when there is batch inference, else the inference table.",
+    )
+    window: Duration | None = Field(
+        default=None,
+        description="Windows are time buckets of this length on the score or request time. "
+        "Omitted: one window per scored batch (batch input), 1h (inference input).",
+    )
+    lookback: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Each run computes the newest this many windows again (labels landing late "
+        "update their quality; a rerun replaces a window's rows).",
+    )
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    labels: LabelsSpec | None = None
+    model_type: Literal["classifier", "regressor"] | None = Field(
+        default=None, description="How quality is measured. Omitted: inferred from the labels."
+    )
+    quality: list[QualityThreshold] = Field(
+        default_factory=list,
+        description="A window breaching one counts toward retrain as a drifted window does.",
+    )
     retrain: RetrainSpec | None = None
+
+    @model_validator(mode="after")
+    def _labels_for_quality(self) -> MonitoringSpec:
+        if self.quality and self.labels is None:
+            raise ValueError("quality thresholds need labels")
+        return self
 
 
 class ModelDeploymentSpec(Model):

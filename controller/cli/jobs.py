@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from controller.cli.options import (
 from controller.errors import JobError
 from controller.redact import redact
 from controller.state import StateDir
+
+if TYPE_CHECKING:
+    from controller.jobs.monitor import QualityBound
 
 
 def batch(
@@ -113,12 +116,20 @@ def monitor(
         str | None,
         typer.Option(
             "--current",
-            help="Delta table of recent data: a batch output table, whose newest batch is the "
-            "window compared, or any table, compared whole. The monitoring CronJob passes the "
-            "ModelDeployment's batchInference.output.",
+            help="Delta table monitored: a batch output table (windows: its batches, or time "
+            "buckets with --window), an inference table (--source inference), or any table, "
+            "compared whole. The monitoring CronJob passes batchInference.output or "
+            "serving.inferenceTable.",
             show_default=False,
         ),
     ] = None,
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="batch (scored_at, batch_id) or inference (timestamp; answered requests).",
+        ),
+    ] = "batch",
     model: Annotated[
         str | None,
         typer.Option(
@@ -137,12 +148,70 @@ def monitor(
             "--threshold", min=0, help="A feature drifts when its PSI or KS statistic exceeds it."
         ),
     ] = 0.2,
-    report: Annotated[
+    window: Annotated[
         str | None,
         typer.Option(
-            "--report",
-            help="Delta table the findings are added to, a row per feature per window (a rerun "
-            "of a window replaces its rows). Default: the current table's name + _drift.",
+            "--window",
+            help='Windows are time buckets of this length ("1h", "1d", "30m"). Default: one '
+            "window per batch (--source batch), 1h (--source inference).",
+            show_default=False,
+        ),
+    ] = None,
+    lookback: Annotated[
+        int,
+        typer.Option(
+            "--lookback",
+            min=1,
+            help="Compute the newest this many windows (again): late labels update quality.",
+        ),
+    ] = 1,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="Delta table of ground truth, joined by --label-key.",
+            show_default=False,
+        ),
+    ] = None,
+    label_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--label-key",
+            help="A column joining labels to predictions (repeat for several).",
+            show_default=False,
+        ),
+    ] = None,
+    label_target: Annotated[
+        str | None,
+        typer.Option("--label-target", help="The labels table's truth column.", show_default=False),
+    ] = None,
+    label_min_rows: Annotated[
+        int,
+        typer.Option("--label-min-rows", min=1, help="Fewer labeled rows: quality not judged."),
+    ] = 30,
+    model_type: Annotated[
+        str | None,
+        typer.Option(
+            "--model-type",
+            help="classifier or regressor. Default: inferred from the labels.",
+            show_default=False,
+        ),
+    ] = None,
+    quality: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--quality",
+            help="A bound METRIC:min:VALUE or METRIC:max:VALUE (repeat); a window breaching one "
+            "counts toward retraining as a drifted one does.",
+            show_default=False,
+        ),
+    ] = None,
+    tables: Annotated[
+        str | None,
+        typer.Option(
+            "--tables",
+            help="Prefix of the metric tables <prefix>_drift, _profile and _quality (a rerun of "
+            "a window replaces its rows). Default: the --current table.",
             show_default=False,
         ),
     ] = None,
@@ -151,18 +220,19 @@ def monitor(
         typer.Option(
             "--retrain-violations",
             min=1,
-            help="Retraining is due when this many of the last --retrain-windows windows drifted.",
+            help="Retraining is due when this many of the last --retrain-windows windows "
+            "drifted or breached a quality bound.",
             show_default=False,
         ),
     ] = None,
     retrain_windows: Annotated[
         int, typer.Option("--retrain-windows", min=1, help="Windows --retrain-violations counts.")
     ] = 5,
-    window: Annotated[
+    window_id: Annotated[
         str | None,
         typer.Option(
-            "--window",
-            help="Id of the window. Default: the newest batch id of --current, else the time.",
+            "--window-id",
+            help="Id of the one window of a table with no batch columns. Default: the time.",
             show_default=False,
         ),
     ] = None,
@@ -170,60 +240,136 @@ def monitor(
     tracking_uri: TrackingUriOpt = None,
     state_dir: StateOpt = None,
 ) -> None:
-    """Compare the newest scored batch with a baseline, feature by feature, and record drift.
+    """Monitor what a model scored, window by window: drift, profile and quality.
 
-    Each feature gets a PSI (ten bins at the baseline's deciles) or Kolmogorov-Smirnov
-    statistic; above --threshold it has drifted. The findings are added to the report table, and
-    with --retrain-violations the run says whether retraining is due. Drift is a finding: exit 0
-    either way; 2 when a table or the model is missing or nothing can be compared.
+    Each feature of each window gets a PSI (ten bins at the baseline's deciles) or
+    Kolmogorov-Smirnov statistic against the baseline; above --threshold it has drifted. With
+    --labels, the window's predictions are joined to their labels and scored (accuracy, F1, ...
+    or MAE, RMSE, R²). The rows go to the metric tables, and with --retrain-violations the run
+    says whether retraining is due. Findings exit 0; 2 when a table, the model or the labels'
+    columns are missing (after writing what could be computed).
     """
-    from controller.jobs.monitor import run_monitor, signature_features
+    from controller.jobs.monitor import LabelSource, MonitorSpec, run_monitor, signature_features
     from controller.lake.tables import table_uri
 
     if method not in ("psi", "ks"):
         fail([f"--method: must be psi or ks, not {method!r}"])
+    if source not in ("batch", "inference"):
+        fail([f"--source: must be batch or inference, not {source!r}"])
+    if model_type not in (None, "classifier", "regressor"):
+        fail([f"--model-type: must be classifier or regressor, not {model_type!r}"])
     if current is None:
-        fail(["--current: required (the monitoring CronJob passes batchInference.output)"])
+        fail(["--current: required (the monitoring CronJob passes the table monitored)"])
     if retrain_violations is not None and retrain_violations > retrain_windows:
         fail(["--retrain-violations: cannot exceed --retrain-windows"])
+    if labels is not None and (not label_key or label_target is None):
+        fail(["--labels: give --label-key and --label-target too"])
+    bounds = [_quality_bound(text) for text in quality or []]
+    if bounds and labels is None:
+        fail(["--quality: needs --labels"])
+    seconds = _window_seconds(window) if window is not None else None
     state = state_for(state_dir)
     root = data_root or str(state.tables)
     try:
         features = None
         if model is not None:
             features = signature_features(model, resolve_tracking_uri(tracking_uri, state))
-        current_uri = table_uri(current, root)
-        result = run_monitor(
+        spec = MonitorSpec(
             baseline_uri=table_uri(baseline, root),
-            current_uri=current_uri,
-            report_uri=table_uri(report, root) if report else current_uri.rstrip("/") + "_drift",
+            current_uri=table_uri(current, root),
             method=method,
             threshold=threshold,
+            source="inference" if source == "inference" else "batch",
+            window_seconds=seconds,
+            lookback=lookback,
+            window_id=window_id,
             features=features,
-            window=window,
+            labels=LabelSource(
+                table_uri(labels, root), tuple(label_key or ()), label_target or "", label_min_rows
+            )
+            if labels is not None
+            else None,
+            model_type=model_type,
+            quality=tuple(bounds),
             retrain=(retrain_violations, retrain_windows) if retrain_violations else None,
+            tables=table_uri(tables, root) if tables else None,
         )
+        result = run_monitor(spec)
     except JobError as exc:
         fail([f"monitor: {redact(str(exc))}"])
-    drifted = ", ".join(f"{f.feature} {f.statistic:.3f}" for f in result.drifted)
-    out.print(
-        f"window {result.window}: {len(result.features)} features compared by {result.method} "
-        f"(threshold {result.threshold:g}) on {result.rows} rows; "
-        + (f"{len(result.drifted)} drifted: {drifted}" if drifted else "no drift"),
-        markup=False,
-    )
-    if result.skipped:
-        out.print(f"not compared: {', '.join(result.skipped)}", markup=False)
-    if retrain_violations:
-        since = f" since {result.last_due}" if result.last_due else ""
+    if model is not None and features is None:
+        out.print(f"{model} has no signature: comparing every shared column", markup=False)
+    for w in result.windows:
+        if not w.rows:
+            continue
+        drifted = ", ".join(f"{f.feature} {f.statistic:.3f}" for f in w.drifted)
         out.print(
-            f"retraining {'due' if result.retrain_due else 'not due'}: {result.drifted_windows} "
-            f"of the last {result.windows} windows{since} drifted (due at {retrain_violations})",
+            f"window {w.window}: {len(w.features)} features compared by {result.method} "
+            f"(threshold {result.threshold:g}) on {w.rows} rows; "
+            + (f"{len(w.drifted)} drifted: {drifted}" if drifted else "no drift"),
             markup=False,
         )
-    if result.retrain_due and model is not None:
-        _mark_retrain_due(model, result.window, resolve_tracking_uri(tracking_uri, state), state)
-    out.print(f"report: {result.report}", markup=False)
+        whole = [q for q in w.quality if q.model_version == "*"]
+        if whole:
+            values = ", ".join(f"{q.metric} {q.value:.4g}" for q in whole)
+            out.print(
+                f"window {w.window} quality ({result.model_type}, {whole[0].labeled_rows} of "
+                f"{whole[0].rows} rows labeled): {values}",
+                markup=False,
+            )
+            for q in w.breaches:
+                assert q.bound is not None
+                out.print(
+                    f"window {w.window}: {q.metric} {q.value:.4g} breaches {q.bound.describe()}",
+                    markup=False,
+                )
+    for finding in result.findings:
+        out.print(finding, markup=False)
+    if result.skipped:
+        out.print(f"not compared: {', '.join(result.skipped)}", markup=False)
+    if retrain_violations and result.newest is not None:
+        since = f" since {result.last_due}" if result.last_due else ""
+        out.print(
+            f"retraining {'due' if result.retrain_due else 'not due'}: {result.violated_windows} "
+            f"of the last {result.counted_windows} windows{since} drifted or breached (due at "
+            f"{retrain_violations})",
+            markup=False,
+        )
+    if result.due_window is not None and model is not None:
+        _mark_retrain_due(
+            model, result.due_window, resolve_tracking_uri(tracking_uri, state), state
+        )
+    out.print(f"tables: {', '.join(result.tables.values())}", markup=False)
+    problems = result.problems
+    if problems:
+        fail([f"monitor: {redact(p)}" for p in problems])
+
+
+def _quality_bound(text: str) -> QualityBound:
+    from controller.jobs.monitor import QualityBound
+
+    metric, _, rest = text.partition(":")
+    side, _, value = rest.partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not metric or side not in ("min", "max") or number is None:
+        fail([f"--quality: {text!r} is not METRIC:min:VALUE or METRIC:max:VALUE"])
+    return QualityBound(
+        metric, number if side == "min" else None, number if side == "max" else None
+    )
+
+
+def _window_seconds(text: str) -> int:
+    from pydantic import TypeAdapter, ValidationError
+
+    from controller.api.documents import Duration
+
+    try:
+        return int(TypeAdapter(Duration).validate_python(int(text) if text.isdigit() else text))
+    except ValidationError as exc:
+        fail([f"--window: {exc.errors()[0]['msg']}"])
 
 
 def _mark_retrain_due(model: str, window: str, tracking_uri: str, state: StateDir) -> None:

@@ -24,6 +24,8 @@ __all__ = [
     "append",
     "finish_window",
     "open_dataset",
+    "read_table",
+    "replace_windows",
     "sql_string",
     "table_uri",
     "write_window",
@@ -124,3 +126,57 @@ def append(uri: str, data: Any, *, storage_options: dict[str, str] | None = None
     counts and retries them.
     """
     write_deltalake(uri, data, mode="append", storage_options=storage_options)
+
+
+def replace_windows(
+    uri: str,
+    what: str,
+    windows: list[str],
+    data: Any,
+    storage_options: dict[str, str] | None = None,
+    column: str = "window",
+) -> None:
+    """Replace the rows of ``windows`` in the table ``uri`` with ``data``, in one commit (the
+    table is created when missing; with no rows, the windows' earlier rows are deleted).
+    Raises :class:`JobError` naming the table as ``what``."""
+    if not windows:
+        return
+    predicate = f"{column} IN ({', '.join(sql_string(w) for w in windows)})"
+    try:
+        if DeltaTable.is_deltatable(uri, storage_options):
+            if data.num_rows:
+                write_deltalake(
+                    uri,
+                    data,
+                    mode="overwrite",
+                    predicate=predicate,
+                    storage_options=storage_options,
+                )
+            else:
+                DeltaTable(uri, storage_options=storage_options).delete(predicate)
+        elif data.num_rows:
+            write_deltalake(uri, data, mode="append", storage_options=storage_options)
+    except (DeltaError, OSError, pa.ArrowInvalid) as exc:
+        raise JobError(f"{what} table {uri}: {one_line(exc)}") from None
+
+
+def read_table(
+    uri: str,
+    storage_options: dict[str, str] | None = None,
+    *,
+    windows: list[str] | None = None,
+    column: str = "window",
+) -> Any:
+    """The Delta table ``uri`` as an Arrow table (only the rows of ``windows`` when given);
+    None when there is no table there yet. Raises :class:`JobError` when it is unreadable."""
+    try:
+        if not DeltaTable.is_deltatable(uri, storage_options):
+            return None
+        dataset = DeltaTable(uri, storage_options=storage_options).to_pyarrow_dataset()
+    except (DeltaError, OSError) as exc:
+        raise JobError(f"table {uri}: {one_line(exc)}") from None
+    if windows is None:
+        return dataset.to_table()
+    import pyarrow.dataset as ds  # type: ignore[import-untyped]
+
+    return dataset.to_table(filter=ds.field(column).isin(windows))

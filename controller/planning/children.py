@@ -299,8 +299,22 @@ def render_monitor(
         "--threshold",
         str(mon.drift.threshold),
     ]
-    if spec.batch_inference is not None:  # the window compared is the newest scored batch
+    if spec.batch_inference is not None:  # the windows: the scored batches
         args += ["--current", spec.batch_inference.output]
+    if mon.window is not None:
+        args += ["--window", f"{mon.window}"]
+    args += ["--lookback", str(mon.lookback)]
+    if mon.labels is not None:
+        args += ["--labels", mon.labels.table, "--label-target", mon.labels.target]
+        for column in mon.labels.key:
+            args += ["--label-key", column]
+        args += ["--label-min-rows", str(mon.labels.min_rows)]
+    if mon.model_type is not None:
+        args += ["--model-type", mon.model_type]
+    for bound in mon.quality:
+        for side, value in (("min", bound.min), ("max", bound.max)):
+            if value is not None:
+                args += ["--quality", f"{bound.metric}:{side}:{value:g}"]
     if mon.retrain is not None:
         args += [
             "--retrain-violations",

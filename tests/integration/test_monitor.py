@@ -83,7 +83,9 @@ def test_drift_per_window_and_retraining_after_n_of_m(
     assert "window b1: 30 features compared by psi (threshold 0.2) on 300 rows; no drift" in (
         first.stdout
     )
-    assert "retraining not due: 0 of the last 1 windows drifted (due at 2)" in first.stdout
+    assert (
+        "retraining not due: 0 of the last 1 windows drifted or breached (due at 2)" in first.stdout
+    )
 
     score(run, lake, "b2", drift)
     second = run(*cronjob_args("monitor"))
@@ -91,14 +93,14 @@ def test_drift_per_window_and_retraining_after_n_of_m(
     assert "window b2: 30 features compared by psi" in second.stdout
     assert "2 drifted: mean_radius" in second.stdout
     assert "worst_area" in second.stdout
-    assert "retraining not due: 1 of the last 2 windows drifted" in second.stdout
+    assert "retraining not due: 1 of the last 2 windows drifted or breached" in second.stdout
 
     again = run(*cronjob_args("monitor"))  # a retried Job: the window counts once
-    assert "retraining not due: 1 of the last 2 windows drifted" in again.stdout
+    assert "retraining not due: 1 of the last 2 windows drifted or breached" in again.stdout
 
     score(run, lake, "b3", drift)
     third = run(*cronjob_args("monitor"))
-    assert "retraining due: 2 of the last 3 windows drifted (due at 2)" in third.stdout
+    assert "retraining due: 2 of the last 3 windows drifted or breached (due at 2)" in third.stdout
     # The registered model carries the window; its controller trains once for it.
     assert f"tagged {FRAUD} mlgitops.retrain_due=b3" in third.stdout
     assert registry.client.get_registered_model(FRAUD).tags["mlgitops.retrain_due"] == "b3"
@@ -106,11 +108,13 @@ def test_drift_per_window_and_retraining_after_n_of_m(
     # Drift outlasting the retraining: due again only after two more drifted windows.
     score(run, lake, "b4", drift)
     fourth = run(*cronjob_args("monitor"))
-    assert "retraining not due: 1 of the last 1 windows since b3 drifted" in fourth.stdout
+    assert (
+        "retraining not due: 1 of the last 1 windows since b3 drifted or breached" in fourth.stdout
+    )
     assert registry.client.get_registered_model(FRAUD).tags["mlgitops.retrain_due"] == "b3"
     score(run, lake, "b5", drift)
     fifth = run(*cronjob_args("monitor"))
-    assert "retraining due: 2 of the last 2 windows since b3 drifted" in fifth.stdout
+    assert "retraining due: 2 of the last 2 windows since b3 drifted or breached" in fifth.stdout
     assert registry.client.get_registered_model(FRAUD).tags["mlgitops.retrain_due"] == "b5"
 
     report = DeltaTable(str(lake / "prod/fraud/scores_daily_drift")).to_pandas()
@@ -120,7 +124,7 @@ def test_drift_per_window_and_retraining_after_n_of_m(
     assert set(drifted["feature"]) == {"mean_radius", "worst_area"}
     assert (report[report.window == "b1"]["statistic"] < 0.2).all()
 
-    ks = run(*cronjob_args("monitor"), "--method", "ks", "--report", "prod/fraud/ks")
+    ks = run(*cronjob_args("monitor"), "--method", "ks", "--tables", "prod/fraud/ks")
     assert ks.code == 0, ks.stderr
     assert "features compared by ks (threshold 0.2) on 300 rows; 2 drifted" in ks.stdout
 
@@ -130,7 +134,7 @@ def test_bad_input_is_one_line(run: Callable[..., Ran], lake: Path) -> None:
     no_current = run(*args[: args.index("--current")])
     assert no_current.code == 2
     assert no_current.stderr == (
-        "error: --current: required (the monitoring CronJob passes batchInference.output)\n"
+        "error: --current: required (the monitoring CronJob passes the table monitored)\n"
     )
 
     missing = run(*args)  # no batch has run: the batch output table does not exist yet

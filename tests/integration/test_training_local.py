@@ -397,7 +397,7 @@ def test_a_due_retraining_trains_once_for_its_window(
 
     def monitor() -> str:
         argv = ["monitor", "--model", f"models:/{FRAUD}@champion", "--baseline", "base"]
-        argv += ["--current", "scores", "--window", "w-7", "--retrain-violations", "1"]
+        argv += ["--current", "scores", "--window-id", "w-7", "--retrain-violations", "1"]
         argv += ["--retrain-windows", "1", "--data-root", str(tables)]
         argv += ["--tracking-uri", harness.uri]
         ran = CliRunner().invoke(app, argv, catch_exceptions=False)

@@ -185,6 +185,8 @@ def test_monitor_compares_the_batch_output_with_the_baseline() -> None:
         "0.2",
         "--current",
         "prod/fraud/scores_daily",
+        "--lookback",
+        "3",
         "--retrain-violations",
         "2",
         "--retrain-windows",

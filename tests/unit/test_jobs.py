@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from controller.errors import JobError
@@ -47,38 +49,42 @@ def test_batch_ids_are_quoted_for_the_delta_predicate() -> None:
     assert sql_string("cron-2911'x") == "'cron-2911''x'"
 
 
-def test_psi_and_ks_grow_with_the_shift() -> None:
-    from controller.jobs.monitor import ks, psi
+def _stat(method: str, base: pd.Series, cur: pd.Series) -> float:
+    from controller.jobs.drift import Reference
 
+    ref = Reference.of(pa.array(base), method)
+    assert ref is not None
+    return ref.compare(pa.array(cur))
+
+
+def test_psi_and_ks_grow_with_the_shift() -> None:
     rng = np.random.default_rng(0)
     base = pd.Series(rng.normal(0, 1, 5000))
     same = pd.Series(rng.normal(0, 1, 5000))
-    assert psi(base, same) < 0.02
-    assert ks(base, same) < 0.05
+    assert _stat("psi", base, same) < 0.02
+    assert _stat("ks", base, same) < 0.05
     shifts = [0.25, 0.5, 1.0]
-    psis = [psi(base, base + s) for s in shifts]
-    kss = [ks(base, base + s) for s in shifts]
+    psis = [_stat("psi", base, base + s) for s in shifts]
+    kss = [_stat("ks", base, base + s) for s in shifts]
     assert psis == sorted(psis)
     assert psis[-1] > 0.5
     assert kss == sorted(kss)
     assert kss[-1] > 0.3
     # All of the current mass outside the baseline's range: large, finite (empty bins floored).
-    assert 1 < psi(base, base + 100) < 100
+    assert 1 < _stat("psi", base, base + 100) < 100
 
 
 def test_psi_of_categories() -> None:
-    from controller.jobs.monitor import psi
-
     base = pd.Series(["a"] * 50 + ["b"] * 50)
-    assert psi(base, pd.Series(["a"] * 50 + ["b"] * 50)) == pytest.approx(0)
-    assert psi(base, pd.Series(["a"] * 90 + ["b"] * 10)) > 0.2
-    assert psi(base, pd.Series(["c"] * 100)) > 1  # a category never seen before
+    assert _stat("psi", base, pd.Series(["a"] * 50 + ["b"] * 50)) == pytest.approx(0)
+    assert _stat("psi", base, pd.Series(["a"] * 90 + ["b"] * 10)) > 0.2
+    assert _stat("psi", base, pd.Series(["c"] * 100)) > 1  # a category never seen before
 
 
 def test_monitor_skips_what_it_cannot_compare_and_needs_something(tmp_path: Path) -> None:
     from deltalake import write_deltalake
 
-    from controller.jobs.monitor import run_monitor
+    from controller.jobs.monitor import MonitorSpec, run_monitor
 
     rng = np.random.default_rng(1)
     base = pd.DataFrame(
@@ -86,27 +92,26 @@ def test_monitor_skips_what_it_cannot_compare_and_needs_something(tmp_path: Path
     )
     write_deltalake(str(tmp_path / "base"), base)
     write_deltalake(str(tmp_path / "cur"), base.sample(200, random_state=0))
-    result = run_monitor(
+    spec = MonitorSpec(
         baseline_uri=str(tmp_path / "base"),
         current_uri=str(tmp_path / "cur"),
-        report_uri=str(tmp_path / "report"),
         method="ks",
         threshold=0.2,
-        window="w1",
+        window_id="w1",
         features=["x", "kind", "blank", "absent"],
     )
-    assert [f.feature for f in result.features] == ["x"]
-    assert sorted(result.skipped) == ["absent", "blank", "kind"]
-    assert result.drifted == []
+    result = run_monitor(spec)
+    [window] = result.windows
+    assert window.window == "w1"
+    assert [f.feature for f in window.features] == ["x"]
+    assert sorted(result.skipped) == [
+        "absent (not in the current table)",
+        "blank (no values in the baseline)",
+        "kind (text: KS compares numbers)",
+    ]
+    assert window.drifted == []
     with pytest.raises(JobError, match="no feature to compare"):
-        run_monitor(
-            baseline_uri=str(tmp_path / "base"),
-            current_uri=str(tmp_path / "cur"),
-            report_uri=str(tmp_path / "report"),
-            method="psi",
-            threshold=0.2,
-            features=["blank"],
-        )
+        run_monitor(dataclasses.replace(spec, method="psi", features=["blank"]))
 
 
 def test_a_relative_table_name_never_leaves_the_data_root() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ConfigRepo, RegistryView
+from tests.receiver import receiver  # noqa: F401 - the fixture, for every test
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")

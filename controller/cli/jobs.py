@@ -21,7 +21,7 @@ from controller.redact import redact
 from controller.state import StateDir
 
 if TYPE_CHECKING:
-    from controller.jobs.monitor import QualityBound
+    from controller.jobs.monitor import MonitorResult, QualityBound
 
 
 def batch(
@@ -339,6 +339,8 @@ def monitor(
         _mark_retrain_due(
             model, result.due_window, resolve_tracking_uri(tracking_uri, state), state
         )
+    if model is not None:
+        _leave_alerts(model, result, resolve_tracking_uri(tracking_uri, state), state)
     out.print(f"tables: {', '.join(result.tables.values())}", markup=False)
     problems = result.problems
     if problems:
@@ -389,6 +391,50 @@ def _mark_retrain_due(model: str, window: str, tracking_uri: str, state: StateDi
     except MlgitopsError as exc:
         fail([f"monitor: cannot mark retraining due on {name}: {redact(str(exc))}"])
     out.print(f"tagged {name} {TAG_RETRAIN_DUE}={window}: its controller trains once", markup=False)
+
+
+def _leave_alerts(model: str, result: MonitorResult, tracking_uri: str, state: StateDir) -> None:
+    """Put the alerts of the windows computed on the registered model, for its controller to
+    report and notify (``controller.monitoring``): a drift, a quality breach, retraining due."""
+    from controller.errors import MlgitopsError
+    from controller.pipeline.monitoring import TAG_MONITOR_ALERTS, Alert, encode
+
+    name = registered_name(model)
+    if name is None:
+        return
+    alerts: list[Alert] = []
+    for w in result.windows:
+        if w.drifted:
+            names = ", ".join(f"{f.feature} {f.statistic:.3f}" for f in w.drifted[:5])
+            more = f" and {len(w.drifted) - 5} more" if len(w.drifted) > 5 else ""
+            alerts.append(
+                Alert(
+                    "DriftDetected",
+                    w.window,
+                    f"{name} window {w.window}: {len(w.drifted)} feature(s) drifted by "
+                    f"{result.method} above {result.threshold:g}: {names}{more}",
+                )
+            )
+        if w.breaches:
+            found = ", ".join(
+                f"{q.metric} {q.value:.4g} (bound {q.bound.describe() if q.bound else ''})"
+                for q in w.breaches
+            )
+            alerts.append(Alert("QualityBreached", w.window, f"{name} window {w.window}: {found}"))
+    if result.due_window is not None:
+        alerts.append(
+            Alert(
+                "RetrainingDue",
+                result.due_window,
+                f"{name}: retraining due at window {result.due_window}",
+            )
+        )
+    try:
+        tracking_factory(state)(tracking_uri).set_model_tag(
+            model=name, key=TAG_MONITOR_ALERTS, value=encode(alerts)
+        )
+    except MlgitopsError as exc:
+        fail([f"monitor: cannot leave the alerts on {name}: {redact(str(exc))}"])
 
 
 def registered_name(model_uri: str) -> str | None:

@@ -106,6 +106,7 @@ def reconcile_deployment(
     on_write: Callable[[Obj], None] = lambda _: None,
     train: Callable[[Environment, Owner, DeploymentDoc], TrainingStatus | None] | None = None,
     promote: Callable[[Environment, Owner, DeploymentDoc], PromotionStatus | None] | None = None,
+    watch: Callable[[Environment, Owner, DeploymentDoc], None] | None = None,
 ) -> DeploymentResult:
     """One pass over ``obj``: aliases, children, prune; the status it should have (not written).
 
@@ -172,6 +173,8 @@ def reconcile_deployment(
                 result.pruned.append(f"{old.kind}/{old.name}")
 
         training = train(environment, owner, d) if train and spec.training else None
+        if watch and spec.monitoring:
+            watch(environment, owner, d)  # the monitor's alerts: Events and notifications
         status = applied_status(
             previous=previous,
             spec=spec,

@@ -63,6 +63,7 @@ from controller.kubernetes.gitsync import (
 from controller.kubernetes.queue import WorkQueue
 from controller.kubernetes.training import JobRunner
 from controller.kubernetes.validation import JobValidator
+from controller.monitoring import AlertWatch
 from controller.notify import Notifier
 from controller.pipeline.pins import check_deployment
 from controller.planning.children import MANAGED_BY, MD_LABEL, Owner, RenderContext
@@ -146,6 +147,7 @@ class Operator:
         self.git_error: str | None = None  # why the last Git sync failed, None when it did not
         self.last_sync: dict[str, Any] = {}
         self.notifiers: dict[str, Notifier] = {}  # Environment name -> its notifications
+        self.alerts = AlertWatch()  # the monitor alerts each registered model last showed
         self.notify_specs: dict[str, Any] = {}  # the spec.notifications each was configured with
         self.promoters: dict[tuple[str, str], Promoter] = {}  # (branch, author) -> write-back
 
@@ -367,6 +369,7 @@ class Operator:
             on_write=self.wrote,
             train=lambda environment, owner, doc: self.train(environment, owner, doc, fresh),
             promote=lambda environment, owner, doc: self.promote(environment, owner, doc, fresh),
+            watch=lambda environment, owner, doc: self.watch(environment, doc, fresh),
         )
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         if result.error is not None:
@@ -497,6 +500,21 @@ class Operator:
         if any(e.reason in ("ChallengerProposed", "PromotionCommitted") for e in result.events):
             self.sync_now.set()  # a commit on the synced branch: apply it now, not at the poll
         return result.status
+
+    def watch(self, environment: Environment, doc: DeploymentDoc, body: Mapping[str, Any]) -> None:
+        """The monitor's alerts on the registered model (``controller.monitoring``): posted as
+        Events on the ModelDeployment and notified once per window, when they change."""
+        from controller.registry import embedded_tracking_uri
+
+        uri = environment.spec.registry.tracking_uri or embedded_tracking_uri(
+            self.config.state_dir.resolve()
+        )
+        found = self.alerts.check(doc.registered_model, self.tracking_for(uri))
+        notifier = self.notifier_for(environment)
+        name = (body.get("metadata") or {}).get("name")
+        for event, key in found:
+            self.post(body, event.type, event.reason, event.message[:1000])
+            notifier.notify(event.reason, key, model=name, message=event.message)
 
     def report(
         self,

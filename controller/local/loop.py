@@ -27,6 +27,7 @@ from controller.local.forkserver import ForkServer
 from controller.local.promotion import LocalPromotion
 from controller.local.servers import LocalRuntime
 from controller.local.training import LocalTraining
+from controller.monitoring import AlertWatch
 from controller.notify import Notifier
 from controller.planning.ports import (
     CodeSource,
@@ -119,6 +120,7 @@ def run(
         return runtime.apply(desired)
 
     notifier = Notifier.for_environment(first.environment, state_dir=state)
+    alerts = AlertWatch()  # the monitor's alerts, reported when they change
 
     def event(e: Event) -> None:
         say(f"{env}: {e.reason}: {e.message}")
@@ -145,6 +147,13 @@ def run(
                 source.close()  # the next pass sees new commits (and fetches a remote)
                 if result.desired is not None:
                     notifier.configure(result.desired.environment.spec.notifications)
+                    for d in result.desired.deployments:
+                        if d.doc.spec.monitoring is None:
+                            continue
+                        for alert, key in alerts.check(d.registered_model, trainer.tracking):
+                            name = d.doc.metadata.name
+                            say(f"{env}: {alert.reason}: {alert.message}")
+                            notifier.notify(alert.reason, key, model=name, message=alert.message)
                 for model, version in result.rolled_back:
                     revision = result.commit.sha if result.commit else ""
                     notifier.notify(

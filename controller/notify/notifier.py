@@ -58,9 +58,11 @@ PASS_EVENTS = frozenset(
         "ChallengerProposed",
         "PromotionCommitted",
         "AwaitingApproval",
-        "RetrainingDue",
     }
 )
+# DriftDetected, QualityBreached and RetrainingDue come from the monitor's alerts
+# (``controller.monitoring``), keyed by window: the training pass's RetrainingDue Event is not
+# sent again.
 
 
 @dataclass(frozen=True)

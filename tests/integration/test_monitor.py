@@ -21,6 +21,8 @@ from controller.planning.children import Owner, RenderContext, job_container, re
 from examples.models import dataset
 from tests.conftest import Ran
 from tests.helpers import PROJECT, RegistryView
+from tests.integration.test_notify import audit, environ, environment
+from tests.receiver import Receiver
 
 FRAUD = "prod.fraud.fraud_detector"
 
@@ -152,3 +154,55 @@ def test_bad_input_is_one_line(run: Callable[..., Ran], lake: Path) -> None:
 
     bad = run(*args, "--method", "chi2")
     assert (bad.code, bad.stderr) == (2, "error: --method: must be psi or ks, not 'chi2'\n")
+
+
+def test_alerts_are_notified_once_per_window(
+    run: Callable[..., Ran], lake: Path, registry: RegistryView, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The monitor leaves its alerts on the registered model; the controller's pass reports a
+    new value, and the notifications go out once per event and window (a rerun of a window,
+    or a restarted controller, sends nothing twice)."""
+    from controller.monitoring import AlertWatch
+    from controller.notify import Notifier
+    from controller.registry import MlflowTracking
+
+    env = environment(audit(receiver, "DriftDetected", "QualityBreached", "RetrainingDue"))
+    tracking = MlflowTracking(registry.uri)
+
+    def controller_pass(watch: AlertWatch) -> list[str]:
+        notifier = Notifier.for_environment(
+            env, state_dir=tmp_path / "state", environ=environ(receiver)
+        )
+        reasons = []
+        for event, key in watch.check(FRAUD, tracking):
+            reasons.append(f"{event.reason} {key}")
+            notifier.notify(event.reason, key, model="fraud-detector", message=event.message)
+        assert notifier.close(timeout=10)
+        return reasons
+
+    watch = AlertWatch()
+    features, _ = dataset("classifier")
+    drift = shifted(features.sample(300, random_state=2), ["mean_radius"])
+    score(run, lake, "b1", features.sample(300, random_state=1))
+    assert run(*cronjob_args("monitor")).code == 0
+    assert controller_pass(watch) == []  # nothing drifted: no alert
+    score(run, lake, "b2", drift)
+    assert run(*cronjob_args("monitor")).code == 0
+    assert controller_pass(watch) == [f"DriftDetected {FRAUD}/DriftDetected/b2"]
+    assert run(*cronjob_args("monitor")).code == 0  # the same windows again
+    assert controller_pass(watch) == []  # the tag did not change
+    score(run, lake, "b3", drift)
+    assert run(*cronjob_args("monitor")).code == 0
+    assert controller_pass(AlertWatch()) == [  # a restarted controller: every alert reported
+        f"DriftDetected {FRAUD}/DriftDetected/b2",
+        f"DriftDetected {FRAUD}/DriftDetected/b3",
+        f"RetrainingDue {FRAUD}/RetrainingDue/b3",
+    ]
+    sent = [r.json() for r in receiver.on("/audit")]
+    assert [(s["event"], s["key"]) for s in sent] == [  # ... but notified once each
+        ("DriftDetected", f"{FRAUD}/DriftDetected/b2"),
+        ("DriftDetected", f"{FRAUD}/DriftDetected/b3"),
+        ("RetrainingDue", f"{FRAUD}/RetrainingDue/b3"),
+    ]
+    assert "mean_radius" in sent[1]["message"]
+    assert sent[2]["message"] == f"{FRAUD}: retraining due at window b3"

@@ -145,6 +145,7 @@ def promotion_pass(
         challenger=challenger,
         validating=validating is not None,
         can_validate=spec.validation is not None,
+        online=spec.promotion.online is not None,
     )
     status = PromotionStatus(validating=validating, waiting=decision.waiting, problem=problem)
     status.awaiting_approval, status.last_proposal = _awaiting(versions, champion, challenger)

@@ -274,8 +274,29 @@ class VersionPin(Model):
     version: VersionNumber
 
 
+QualityMetric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2"]
+
+
+class OnlineComparison(Model):
+    metric: QualityMetric = Field(
+        description="Measured on labeled traffic (monitoring.labels); mae and rmse: lower wins."
+    )
+    min_change: float = Field(
+        default=0.0,
+        description="The challenger must beat the champion by at least this much (0: no worse).",
+    )
+    min_labeled_rows: int = Field(
+        default=100, ge=1, description="Each side needs this many labeled rows to be judged."
+    )
+
+
 class PromotionSpec(Model):
     policy: Literal["auto", "manual", "disabled"] = "manual"
+    online: OnlineComparison | None = Field(
+        default=None,
+        description="Promote the challenger when it wins on live traffic (the monitor compares "
+        "it with the champion on the same windows) instead of on the offline comparison.",
+    )
 
 
 class TrainingSource(Model):
@@ -442,7 +463,7 @@ class LabelsSpec(Model):
 
 
 class QualityThreshold(Model):
-    metric: Literal["accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2"]
+    metric: QualityMetric
     min: float | None = None
     max: float | None = None
 
@@ -509,6 +530,10 @@ class ModelDeploymentSpec(Model):
     def _consistent(self) -> ModelDeploymentSpec:
         if self.challenger and self.champion and self.challenger.version == self.champion.version:
             raise ValueError("challenger.version must differ from champion.version")
+        if self.promotion.online and not (self.monitoring and self.monitoring.labels):
+            raise ValueError(
+                "promotion.online compares on labeled traffic: it needs monitoring.labels"
+            )
         # serving.traffic.challenger with no challenger pinned is the share a challenger gets
         # when there is one: all traffic goes to the champion meanwhile. A promotion commit
         # removes the challenger pin and nothing else, so this must stay a valid document.

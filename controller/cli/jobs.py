@@ -228,6 +228,25 @@ def monitor(
     retrain_windows: Annotated[
         int, typer.Option("--retrain-windows", min=1, help="Windows --retrain-violations counts.")
     ] = 5,
+    online_metric: Annotated[
+        str | None,
+        typer.Option(
+            "--online-metric",
+            help="Compare the serving challenger with the champion on this quality metric, on "
+            "the windows where both had labels, and tag the challenger version WON, LOST or "
+            "PENDING (promotion.online).",
+            show_default=False,
+        ),
+    ] = None,
+    online_min_change: Annotated[
+        float, typer.Option("--online-min-change", help="The challenger's margin to win.")
+    ] = 0.0,
+    online_min_labeled_rows: Annotated[
+        int,
+        typer.Option(
+            "--online-min-labeled-rows", min=1, help="Labeled rows each side needs to be judged."
+        ),
+    ] = 100,
     window_id: Annotated[
         str | None,
         typer.Option(
@@ -267,6 +286,8 @@ def monitor(
     bounds = [_quality_bound(text) for text in quality or []]
     if bounds and labels is None:
         fail(["--quality: needs --labels"])
+    if online_metric is not None and labels is None:
+        fail(["--online-metric: needs --labels (the comparison is on labeled traffic)"])
     seconds = _window_seconds(window) if window is not None else None
     state = state_for(state_dir)
     root = data_root or str(state.tables)
@@ -341,6 +362,16 @@ def monitor(
         )
     if model is not None:
         _leave_alerts(model, result, resolve_tracking_uri(tracking_uri, state), state)
+    if online_metric is not None and "quality" in result.tables:
+        _compare_online(
+            model,
+            result.tables["quality"],
+            online_metric,
+            online_min_change,
+            online_min_labeled_rows,
+            resolve_tracking_uri(tracking_uri, state),
+            state,
+        )
     out.print(f"tables: {', '.join(result.tables.values())}", markup=False)
     problems = result.problems
     if problems:
@@ -435,6 +466,47 @@ def _leave_alerts(model: str, result: MonitorResult, tracking_uri: str, state: S
         )
     except MlgitopsError as exc:
         fail([f"monitor: cannot leave the alerts on {name}: {redact(str(exc))}"])
+
+
+def _compare_online(
+    model: str | None,
+    quality_uri: str,
+    metric: str,
+    min_change: float,
+    min_rows: int,
+    tracking_uri: str,
+    state: StateDir,
+) -> None:
+    """The serving challenger against the champion on labeled traffic; the verdict goes on
+    the challenger version, where the promotion pass reads it (``promotion.online``)."""
+    from controller.errors import MlgitopsError
+    from controller.jobs.quality import online_verdict
+    from controller.lake.tables import read_table
+    from controller.pipeline.promotion import TAG_ONLINE, TAG_ONLINE_DETAIL
+
+    try:
+        table = read_table(quality_uri)
+    except JobError as exc:
+        fail([f"monitor: {redact(str(exc))}"])
+    verdict = online_verdict(table, metric, min_change=min_change, min_rows=min_rows)
+    if verdict is None:
+        out.print("online comparison: no challenger served labeled traffic", markup=False)
+        return
+    out.print(
+        f"online comparison: challenger {verdict.challenger} {verdict.verdict} against champion "
+        f"{verdict.champion or 'none'}: {verdict.detail()}",
+        markup=False,
+    )
+    name = registered_name(model) if model else None
+    if name is None:
+        return
+    tags = {TAG_ONLINE: verdict.verdict, TAG_ONLINE_DETAIL: verdict.detail()}
+    try:
+        tracking_factory(state)(tracking_uri).set_version_tags(
+            model=name, version=verdict.challenger, tags=tags
+        )
+    except MlgitopsError as exc:
+        fail([f"monitor: cannot tag {name} version {verdict.challenger}: {redact(str(exc))}"])
 
 
 def registered_name(model_uri: str) -> str | None:

@@ -29,9 +29,11 @@ __all__ = [
     "CLASSIFIER_METRICS",
     "REGRESSOR_METRICS",
     "Labels",
+    "OnlineVerdict",
     "infer_model_type",
     "join_labels",
     "metrics",
+    "online_verdict",
 ]
 
 CLASSIFIER_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -152,3 +154,85 @@ def _comparable(column: Any) -> Any:
     if pa.types.is_boolean(column.type):
         return pc.cast(pc.cast(column, pa.int8()), pa.string())
     return pc.cast(column, pa.string())
+
+
+LOWER_IS_BETTER = frozenset({"mae", "rmse"})
+
+
+@dataclass(frozen=True)
+class OnlineVerdict:
+    """A serving challenger against the champion on the windows where both had labels."""
+
+    challenger: str
+    champion: str
+    metric: str
+    verdict: str  # WON | LOST | PENDING (fewer labeled rows than asked on a side)
+    challenger_value: float | None
+    champion_value: float | None
+    challenger_rows: int
+    champion_rows: int
+    windows: int
+    min_change: float
+    min_rows: int
+
+    def detail(self) -> str:
+        if self.challenger_value is None or self.champion_value is None:
+            return f"{self.metric}: no window with labels for both yet"
+        delta = self.challenger_value - self.champion_value
+        needs = -self.min_change if self.metric in LOWER_IS_BETTER else self.min_change
+        return (
+            f"{self.metric} {self.challenger_value:.4g} vs {self.champion_value:.4g} "
+            f"({delta:+.4g}, needs {needs:+.4g}) on {self.challenger_rows} and "
+            f"{self.champion_rows} labeled rows in {self.windows} window(s)"
+            + (f" (judged from {self.min_rows} each)" if self.verdict == "PENDING" else "")
+        )
+
+
+def online_verdict(
+    quality: Any, metric: str, *, min_change: float, min_rows: int
+) -> OnlineVerdict | None:
+    """Compare the newest challenger with the champion in ``quality`` (the ``_quality`` table's
+    rows): on each window where both served labeled rows, the metric weighted by labeled rows.
+    None when no challenger served (no row with role ``challenger``)."""
+    if quality is None or quality.num_rows == 0 or "role" not in quality.column_names:
+        return None
+    rows = quality.filter(pc.equal(quality["metric"], metric)).to_pylist()
+    serving = [r for r in rows if r["role"] == "challenger" and r["model_version"] != "*"]
+    if not serving:
+        return None
+    newest = max(serving, key=lambda r: r["window_start"])
+    challenger = str(newest["model_version"])
+    mine = {r["window"]: r for r in serving if r["model_version"] == challenger}
+    champions = [
+        r for r in rows if r["role"] == "champion" and r["window"] in mine and r["labeled_rows"]
+    ]
+    champion = max(champions, key=lambda r: r["window_start"])["model_version"] if champions else ""
+    theirs = {r["window"]: r for r in champions if r["model_version"] == champion}
+    common = [w for w in mine if w in theirs and mine[w]["labeled_rows"]]
+
+    def pooled(side: dict[str, Any]) -> tuple[float | None, int]:
+        n = sum(int(side[w]["labeled_rows"]) for w in common)
+        if n == 0:
+            return None, 0
+        return sum(float(side[w]["value"]) * int(side[w]["labeled_rows"]) for w in common) / n, n
+
+    ch_value, ch_rows = pooled(mine)
+    champ_value, champ_rows = pooled(theirs)
+    if ch_value is None or champ_value is None or min(ch_rows, champ_rows) < min_rows:
+        verdict = "PENDING"
+    else:
+        gain = champ_value - ch_value if metric in LOWER_IS_BETTER else ch_value - champ_value
+        verdict = "WON" if gain >= min_change - 1e-12 else "LOST"
+    return OnlineVerdict(
+        challenger=challenger,
+        champion=str(champion),
+        metric=metric,
+        verdict=verdict,
+        challenger_value=ch_value,
+        champion_value=champ_value,
+        challenger_rows=ch_rows,
+        champion_rows=champ_rows,
+        windows=len(common),
+        min_change=min_change,
+        min_rows=min_rows,
+    )

@@ -190,7 +190,7 @@ def reconcile_deployment(
             detail=f"{len(children)} children",
             training=training,
             promotion=promote(environment, owner, d)
-            if promote and (spec.validation or spec.training)
+            if promote and (spec.validation or spec.training or spec.promotion.online)
             else None,
             now=stamp,
         )

@@ -102,7 +102,8 @@ class LocalPromotion:
         if self.forks and any(d.doc.spec.validation for d in desired.deployments):
             self.forks.warm()  # imported by the time a training run ends
         for d in desired.deployments:
-            if d.doc.spec.validation is None and d.doc.spec.training is None:
+            spec = d.doc.spec
+            if not (spec.validation or spec.training or spec.promotion.online):
                 continue  # nothing of its versions is the controller's to validate or propose
             name = d.doc.metadata.name
 

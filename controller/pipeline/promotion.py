@@ -34,6 +34,10 @@ from controller.planning.types import VALIDATION_TAG
 TAG_ROLLED_BACK = "mlgitops.rolled_back"  # the config revision that took the champion pin away
 TAG_PROPOSED = "mlgitops.proposed."  # + alias: the commit (or branch) that proposed it
 TAG_TRAINING_RUN = "mlgitops.run_id"  # set when a training run produced the version
+# The monitor's comparison of a serving challenger with the champion on labeled traffic:
+# WON, LOST or PENDING (not enough labels yet), and the numbers that decided it.
+TAG_ONLINE = "mlgitops.online.comparison"
+TAG_ONLINE_DETAIL = "mlgitops.online.detail"
 POLICIES = ("auto", "manual", "disabled")
 PROMOTION_TRAILER = "Mlgitops-Promotion"  # value: <env>/<name>/<alias>/v<N>
 
@@ -56,6 +60,10 @@ class Version:
     @property
     def comparison(self) -> str | None:
         return self.tags.get(TAG_COMPARISON)
+
+    @property
+    def online(self) -> str | None:
+        return self.tags.get(TAG_ONLINE)
 
     @property
     def rolled_back(self) -> bool:
@@ -102,12 +110,15 @@ def decide(
     challenger: str | None,
     validating: bool,
     can_validate: bool,
+    online: bool = False,
 ) -> Decision:
     """What to do next for one ModelDeployment.
 
     ``champion``/``challenger``: the pins in force (Git's, which the aliases follow).
     ``validating``: a validation is in flight (nothing else is started meanwhile).
     ``can_validate``: the document has a ``validation`` section.
+    ``online``: ``promotion.online`` is set: the challenger's online comparison, not its offline
+    one, decides its promotion.
     """
     by_number = sorted(versions, key=lambda v: v.number)
     pending = [v for v in by_number if v.status == "PENDING" and v.trained]
@@ -145,6 +156,8 @@ def decide(
     if current is not None:
         if current.rolled_back:
             return Decision(waiting=f"challenger {challenger} was rolled back")
+        if online:
+            return _online(current, champion)
         if current.comparison == "WON" and not current.proposed("champion"):
             detail = current.tags.get(TAG_COMPARISON_DETAIL, "")
             return Decision(
@@ -158,6 +171,29 @@ def decide(
         if current.comparison == "LOST":
             return Decision(waiting=f"challenger {challenger} LOST against champion {champion}")
     return Decision(waiting=waiting)
+
+
+def _online(current: Version, champion: str | None) -> Decision:
+    detail = current.tags.get(TAG_ONLINE_DETAIL, "")
+    suffix = f": {detail}" if detail else ""
+    if current.online == "WON":
+        if current.proposed("champion"):
+            return Decision()
+        return Decision(
+            propose=Proposal(
+                "champion",
+                current.version,
+                f"challenger {current.version} WON online against champion "
+                f"{champion or 'none'}{suffix}",
+            )
+        )
+    if current.online == "LOST":
+        return Decision(
+            waiting=f"challenger {current.version} LOST online against champion {champion}{suffix}"
+        )
+    return Decision(
+        waiting=f"challenger {current.version} awaits its online comparison{suffix or ' (no labeled traffic yet)'}"
+    )
 
 
 def rolled_back(

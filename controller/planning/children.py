@@ -315,6 +315,10 @@ def render_monitor(
         for side, value in (("min", bound.min), ("max", bound.max)):
             if value is not None:
                 args += ["--quality", f"{bound.metric}:{side}:{value:g}"]
+    online = spec.promotion.online
+    if online is not None and mon.labels is not None:
+        args += ["--online-metric", online.metric, "--online-min-change", f"{online.min_change:g}"]
+        args += ["--online-min-labeled-rows", str(online.min_labeled_rows)]
     if mon.retrain is not None:
         args += [
             "--retrain-violations",

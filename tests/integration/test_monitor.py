@@ -206,3 +206,65 @@ def test_alerts_are_notified_once_per_window(
     ]
     assert "mean_radius" in sent[1]["message"]
     assert sent[2]["message"] == f"{FRAUD}: retraining due at window b3"
+
+
+def test_the_serving_challenger_is_compared_online_and_its_version_tagged(
+    run: Callable[..., Ran], lake: Path, registry: RegistryView
+) -> None:
+    """An inference table where champion v2 and challenger v3 share the traffic, labels landed
+    for most requests: the challenger, right more often, WON; the tag is on version 3."""
+    import datetime as dt
+
+    import numpy as np
+
+    features, truth = dataset("classifier")
+    rng = np.random.default_rng(5)
+    n = len(features)
+    now = dt.datetime.now(dt.UTC)
+    rows = features.copy()
+    rows["request_id"] = [f"r{i}" for i in range(n)]
+    rows["timestamp"] = [now - dt.timedelta(minutes=int(m)) for m in rng.integers(0, 170, n)]
+    challenger = rng.random(n) < 0.3
+    rows["model_version"] = np.where(challenger, "3", "2")
+    rows["role"] = np.where(challenger, "challenger", "champion")
+    rows["status"] = np.int32(200)
+    right = rng.random(n) < np.where(challenger, 0.97, 0.8)
+    rows["prediction"] = np.where(right, truth, 1 - truth)
+    write_deltalake(str(lake / "prod/fraud/requests"), rows)
+    labels = pd.DataFrame({"request_id": rows["request_id"], "label": truth}).sample(
+        frac=0.9, random_state=0
+    )
+    write_deltalake(str(lake / "prod/fraud/labels"), labels)
+
+    ran = run(
+        "monitor",
+        "--model",
+        f"models:/{FRAUD}@champion",
+        "--baseline",
+        "prod/fraud/training_baseline",
+        "--current",
+        "prod/fraud/requests",
+        "--source",
+        "inference",
+        "--lookback",
+        "3",
+        "--labels",
+        "prod/fraud/labels",
+        "--label-key",
+        "request_id",
+        "--label-target",
+        "label",
+        "--online-metric",
+        "accuracy",
+        "--online-min-change",
+        "0.05",
+        "--online-min-labeled-rows",
+        "50",
+    )
+    assert ran.code == 0, ran.stderr
+    assert "online comparison: challenger 3 WON against champion 2: accuracy 0.9" in ran.stdout
+    tags = registry.client.get_model_version(FRAUD, "3").tags
+    assert tags["mlgitops.online.comparison"] == "WON"
+    assert "labeled rows in 3 window(s)" in tags["mlgitops.online.detail"]
+    quality = DeltaTable(str(lake / "prod/fraud/requests_quality")).to_pandas()
+    assert set(quality[quality.metric == "accuracy"].role) == {"", "champion", "challenger"}

@@ -261,3 +261,76 @@ def test_labels_without_their_columns_are_a_problem_after_drift_is_written(lake:
     [problem] = result.problems
     assert "has no column request_id, is_fraud" in problem
     assert DeltaTable(str(lake / "inference_drift")).to_pandas().shape[0] > 0
+
+
+def _quality_rows(rows: list[tuple[str, int, str, str, float, int]]) -> pa.Table:
+    """(window, hour, version, role, accuracy, labeled rows) -> rows of a _quality table."""
+    return pa.table(
+        {
+            "window": [r[0] for r in rows],
+            "window_start": [NOW.replace(hour=r[1], minute=0) for r in rows],
+            "model_version": [r[2] for r in rows],
+            "role": [r[3] for r in rows],
+            "metric": ["accuracy"] * len(rows),
+            "value": [r[4] for r in rows],
+            "labeled_rows": [r[5] for r in rows],
+        }
+    )
+
+
+def test_online_comparison_pools_the_windows_both_served_and_needs_enough_labels() -> None:
+    from controller.jobs.quality import online_verdict
+
+    table = _quality_rows(
+        [
+            ("w1", 9, "3", "champion", 0.80, 900),  # before the challenger: not compared
+            ("w2", 10, "3", "champion", 0.80, 300),
+            ("w2", 10, "4", "challenger", 0.90, 100),
+            ("w2", 10, "*", "", 0.825, 400),
+            ("w3", 11, "3", "champion", 0.70, 100),
+            ("w3", 11, "4", "challenger", 0.60, 300),
+        ]
+    )
+    won = online_verdict(table, "accuracy", min_change=0.0, min_rows=200)
+    assert won is not None
+    assert (won.challenger, won.champion, won.windows) == ("4", "3", 2)
+    assert won.challenger_value == pytest.approx((0.9 * 100 + 0.6 * 300) / 400)
+    assert won.champion_value == pytest.approx((0.8 * 300 + 0.7 * 100) / 400)
+    assert (won.challenger_rows, won.champion_rows) == (400, 400)
+    assert won.verdict == "LOST"  # 0.675 against 0.775
+    assert "needs +0" in won.detail()
+    pending = online_verdict(table, "accuracy", min_change=0.0, min_rows=500)
+    assert pending is not None
+    assert pending.verdict == "PENDING"
+    better = online_verdict(
+        _quality_rows(
+            [("w", 10, "3", "champion", 0.7, 300), ("w", 10, "4", "challenger", 0.75, 300)]
+        ),
+        "accuracy",
+        min_change=0.05,
+        min_rows=100,
+    )
+    assert better is not None
+    assert better.verdict == "WON"  # exactly the margin asked
+    assert (
+        online_verdict(
+            _quality_rows([("w", 10, "3", "champion", 0.7, 300)]),
+            "accuracy",
+            min_change=0,
+            min_rows=1,
+        )
+        is None
+    )
+
+
+def test_online_comparison_of_an_error_metric_wants_it_lower() -> None:
+    from controller.jobs.quality import online_verdict
+
+    rows = _quality_rows(
+        [("w", 10, "3", "champion", 2.0, 300), ("w", 10, "4", "challenger", 1.5, 300)]
+    )
+    rmse = rows.set_column(4, "metric", pa.array(["rmse", "rmse"]))
+    verdict = online_verdict(rmse, "rmse", min_change=0.2, min_rows=100)
+    assert verdict is not None
+    assert verdict.verdict == "WON"
+    assert "needs -0.2" in verdict.detail()

@@ -133,3 +133,34 @@ def test_rolled_back_is_a_champion_lost_without_a_promotion_commit() -> None:
     assert rolled_back([("champion", "6", "8")], {("champion", "7")}) == ["6"]
     # The first pin, and challenger changes, roll nothing back.
     assert rolled_back([("champion", None, "1"), ("challenger", "3", None)], set()) == []
+
+
+def test_with_promotion_online_the_online_comparison_decides() -> None:
+    def online(*versions: Version, challenger: str = "2") -> Decision:
+        return decide(
+            list(versions),
+            champion="1",
+            challenger=challenger,
+            validating=False,
+            can_validate=True,
+            online=True,
+        )
+
+    detail = {"mlgitops__online__detail": "f1 0.9 vs 0.8"}
+    assert online(v(1), v(2, **LOST, mlgitops__online__comparison="WON", **detail)) == Decision(
+        propose=Proposal(
+            "champion", "2", "challenger 2 WON online against champion 1: f1 0.9 vs 0.8"
+        )
+    )
+    # The offline WON alone does not promote: the traffic has not spoken yet.
+    assert online(v(1), v(2, **WON)) == Decision(
+        waiting="challenger 2 awaits its online comparison (no labeled traffic yet)"
+    )
+    assert online(v(1), v(2, **WON, mlgitops__online__comparison="PENDING", **detail)) == Decision(
+        waiting="challenger 2 awaits its online comparison: f1 0.9 vs 0.8"
+    )
+    assert online(v(1), v(2, mlgitops__online__comparison="LOST", **detail)) == Decision(
+        waiting="challenger 2 LOST online against champion 1: f1 0.9 vs 0.8"
+    )
+    proposed = v(2, mlgitops__online__comparison="WON", mlgitops__proposed__champion="abc")
+    assert online(v(1), proposed) == Decision()

@@ -15,6 +15,9 @@ from tests.integration.test_operator import (
     test_invalid_document_is_stalled_with_the_field_named,
     test_modeldeployment_lifecycle,
 )
+from tests.integration.test_operator_monitoring import (
+    test_the_monitoring_job_alerts_reach_events_and_notifications_once_per_window,
+)
 from tests.integration.test_operator_promotion import (
     test_a_trained_version_is_validated_by_a_job_then_proposed_and_promoted_through_git,
     test_without_a_config_repository_versions_are_validated_and_a_failed_job_is_reported,
@@ -40,5 +43,6 @@ __all__ = [
     "test_git_sync_applies_prunes_restores_and_rejects_bad_revisions",
     "test_invalid_document_is_stalled_with_the_field_named",
     "test_modeldeployment_lifecycle",
+    "test_the_monitoring_job_alerts_reach_events_and_notifications_once_per_window",
     "test_without_a_config_repository_versions_are_validated_and_a_failed_job_is_reported",
 ]

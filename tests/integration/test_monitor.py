@@ -6,6 +6,7 @@ features); drift is made by shifting real features of the bundled dataset.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from controller.cli import app
 from controller.planning.children import Owner, RenderContext, job_container, render_children
 from examples.models import dataset
 from tests.conftest import Ran
-from tests.helpers import PROJECT, RegistryView
+from tests.helpers import PROJECT, ConfigRepo, RegistryView, wait_for
 from tests.integration.test_notify import audit, environ, environment
+from tests.integration.test_promotion_local import Receiver as LoopbackReceiver
 from tests.receiver import Receiver
 
 FRAUD = "prod.fraud.fraud_detector"
@@ -268,3 +270,97 @@ def test_the_serving_challenger_is_compared_online_and_its_version_tagged(
     assert "labeled rows in 3 window(s)" in tags["mlgitops.online.detail"]
     quality = DeltaTable(str(lake / "prod/fraud/requests_quality")).to_pandas()
     assert set(quality[quality.metric == "accuracy"].role) == {"", "champion", "challenger"}
+
+
+MONITORED = """\
+apiVersion: mlgitops.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: fraud-detector
+spec:
+  model: fraud.fraud_detector
+  champion: {version: "2"}
+  serving: {enabled: false}
+  batchInference:
+    schedule: "0 11 * * *"
+    input: prod/fraud/transactions_daily
+    output: prod/fraud/scores_daily
+  monitoring:
+    schedule: "0 8 * * *"
+    baseline: prod/fraud/training_baseline
+    retrain: {violations: 1, windows: 2}
+"""
+
+
+def test_mlgitops_run_reports_the_monitor_alerts_once(
+    run: Callable[..., Ran], lake: Path, repo: ConfigRepo, state_dir: Path, tmp_path: Path
+) -> None:
+    """The local runtime's side of the alerts: `mlgitops run` prints them and notifies once
+    per window, and a restarted `mlgitops run` notifies no one again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    receiver = LoopbackReceiver()
+    env_file = "environments/prod/environment.yaml"
+    repo.write(
+        env_file,
+        repo.read(env_file)
+        + f"  dataRoot: {lake}\n"
+        + "  notifications:\n"
+        + "    - name: audit\n"
+        + f"      url: {receiver.url}\n"
+        + "      tokenEnv: MLGITOPS_NOTIFY_AUDIT_TOKEN\n"
+        + "      events: [DriftDetected, RetrainingDue]\n",
+    )
+    for name in ("fraud-detector.yaml", "churn-predictor.yaml"):
+        repo.remove(f"environments/prod/{name}")
+    repo.write("environments/prod/fraud-detector.yaml", MONITORED)
+    repo.commit("Monitor the fraud detector; alerts to the audit log")
+    features, _ = dataset("classifier")
+    drift = shifted(features.sample(300, random_state=2), ["mean_radius"])
+    score(run, lake, "b1", drift)
+    # What the document's cron job leaves on the model (its retrain rule: due at one window).
+    monitored = run(*cronjob_args("monitor"), "--retrain-violations", "1", "--retrain-windows", "2")
+    assert monitored.code == 0, monitored.stderr
+
+    def mlgitops_run(log: Path) -> None:
+        argv = [str(Path(sys.executable).with_name("mlgitops")), "run", "--env", "prod"]
+        argv += ["--repo", str(repo.path), "--state-dir", str(state_dir), "--interval", "1"]
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "MLGITOPS_NOTIFY_AUDIT_TOKEN": "k3y"},
+            )
+            try:
+                wait_for(
+                    "the alerts said",
+                    lambda: "RetrainingDue" in log.read_text(),
+                    timeout=120,
+                    on_timeout=lambda: log.read_text()[-3000:],
+                )
+                time.sleep(3)  # more passes: nothing said or sent twice
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+
+    try:
+        mlgitops_run(tmp_path / "run.log")
+        wait_for("two notifications", lambda: len(receiver.received) >= 2, timeout=30)
+        mlgitops_run(tmp_path / "again.log")  # a restart reports them again, sends nothing
+        time.sleep(1)
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+    text = (tmp_path / "run.log").read_text()
+    assert text.count("prod: DriftDetected: ") == 1
+    assert f"prod: RetrainingDue: {FRAUD}: retraining due at window b1" in text
+    assert receiver.events() == ["DriftDetected", "RetrainingDue"]
+    assert [r["json"]["key"] for r in receiver.received] == [
+        f"{FRAUD}/DriftDetected/b1",
+        f"{FRAUD}/RetrainingDue/b1",
+    ]

@@ -37,13 +37,16 @@ RUN groupadd --system --gid 10001 mlgitops \
       --shell /usr/sbin/nologin mlgitops \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/mlgitops
 COPY --from=builder /opt/venv /opt/venv
-# The venv's bin must be on PATH: `mlflow models serve` shells out to uvicorn.
+# The venv's bin must be on PATH: `mlflow models serve` shells out to uvicorn. matplotlib (the
+# monitoring report's charts) keeps its font cache in MPLCONFIGDIR: the pods' root filesystem is
+# read-only and /tmp an emptyDir.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
     GIT_TERMINAL_PROMPT=0 \
-    MLGITOPS_STATE_DIR=/var/lib/mlgitops
+    MLGITOPS_STATE_DIR=/var/lib/mlgitops \
+    MPLCONFIGDIR=/tmp/matplotlib
 WORKDIR /home/mlgitops
 USER 10001:10001
 # 8080: operator (metrics, health, webhook); 8000: model server.

@@ -55,6 +55,7 @@ __all__ = [
     "WindowResult",
     "due_windows",
     "run_monitor",
+    "window_rows",
 ]
 
 ALL = "*"  # the model_version of rows covering every version in the window
@@ -229,14 +230,23 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _time_column(spec: MonitorSpec) -> str:
+    return "timestamp" if spec.source == "inference" else "scored_at"
+
+
+def _answered(names: set[str]) -> Any:
+    """Only answered requests count (an inference table); None: every row does."""
+    return (pc.field("status") == 200) if "status" in names else None
+
+
 def _windows(
     spec: MonitorSpec, dataset: Any, columns: list[str], now: dt.datetime
 ) -> list[_Window]:
     """The newest ``lookback`` windows of the current table, oldest first, with their rows."""
     names = set(dataset.schema.names)
     wanted = [c for c in columns if c in names]
-    time_column = "timestamp" if spec.source == "inference" else "scored_at"
-    answered = (pc.field("status") == 200) if "status" in names else None
+    time_column = _time_column(spec)
+    answered = _answered(names)
 
     def read(condition: Any) -> Any:
         if answered is not None:
@@ -281,6 +291,30 @@ def _windows(
         start = dt.datetime.fromtimestamp(start_s, dt.UTC)
         out.append(_Window(_iso(start), start, rows.filter(pc.equal(bucket, float(start_s)))))
     return out
+
+
+def window_rows(spec: MonitorSpec, window: str, start: dt.datetime, columns: list[str]) -> Any:
+    """The rows a run read for ``window`` (starting at ``start``), only ``columns`` of them: the
+    batch of that id, the time bucket from ``start``, or, for a table with no batch columns,
+    the whole table. For the report, which shows the newest window beside the baseline.
+    Raises :class:`JobError` when the current table is missing."""
+    dataset = open_dataset(spec.current_uri, "current", spec.storage_options)
+    names = set(dataset.schema.names)
+    wanted = [c for c in columns if c in names]
+    condition = None
+    per_batch = spec.source == "batch" and spec.window_seconds is None
+    if per_batch and {"batch_id", "scored_at"} <= names:
+        condition = pc.field("batch_id") == window
+    elif not per_batch and _time_column(spec) in names:
+        size = spec.window_seconds or DEFAULT_INFERENCE_WINDOW
+        first = start.astimezone(dt.UTC)
+        end = first + dt.timedelta(seconds=size)
+        field_ = pc.field(_time_column(spec))
+        condition = (field_ >= pa.scalar(first, TIMESTAMP)) & (field_ < pa.scalar(end, TIMESTAMP))
+    answered = _answered(names)
+    if answered is not None:
+        condition = answered if condition is None else (condition & answered)
+    return dataset.to_table(columns=wanted, filter=condition)
 
 
 # --- the run -------------------------------------------------------------------------------

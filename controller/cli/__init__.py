@@ -6,6 +6,7 @@
 - ``training``: ``train``, ``runs`` (training runs by hand, and their record)
 - ``promotion``: ``promote``, ``rollback`` (write-back commits by hand)
 - ``jobs``: ``batch``, ``monitor`` (what the CronJobs run); ``serve``: the model server
+- ``report``: ``report`` (the monitoring report of a ModelDeployment, as one HTML file)
 - ``validation``: ``validate-model`` (a new version validated and compared with the champion)
 - ``options``: the options, output and failure path they share
 
@@ -24,6 +25,7 @@ from controller.cli import (
     jobs,
     operator,
     promotion,
+    report,
     run,
     serve,
     training,
@@ -56,6 +58,7 @@ for command in (
     operator.operator,
     jobs.batch,
     jobs.monitor,
+    report.report,
     serve.serve,
     validation.validate_model,
 ):

@@ -10,6 +10,7 @@ from controller.cli.options import (
     DataRootOpt,
     StateOpt,
     TrackingUriOpt,
+    err,
     fail,
     out,
     resolve_tracking_uri,
@@ -21,7 +22,7 @@ from controller.redact import redact
 from controller.state import StateDir
 
 if TYPE_CHECKING:
-    from controller.jobs.monitor import MonitorResult, QualityBound
+    from controller.jobs.monitor import MonitorResult, MonitorSpec, QualityBound
 
 
 def batch(
@@ -373,6 +374,8 @@ def monitor(
             state,
         )
     out.print(f"tables: {', '.join(result.tables.values())}", markup=False)
+    if model is not None:
+        _log_report(model, spec, result, resolve_tracking_uri(tracking_uri, state), state)
     problems = result.problems
     if problems:
         fail([f"monitor: {redact(p)}" for p in problems])
@@ -507,6 +510,69 @@ def _compare_online(
         )
     except MlgitopsError as exc:
         fail([f"monitor: cannot tag {name} version {verdict.challenger}: {redact(str(exc))}"])
+
+
+REPORT_ARTIFACT = "monitoring/report.html"
+
+
+def _log_report(
+    model: str, spec: MonitorSpec, result: MonitorResult, tracking_uri: str, state: StateDir
+) -> None:
+    """Draw the report from the metric tables as they now are and log it, with the newest
+    window's numbers, to one MLflow run of the registered model's monitoring experiment. The
+    tables are the record: a report that cannot be made or logged is a warning line."""
+    from controller.errors import one_line
+    from controller.jobs.report import gather, render
+    from controller.pipeline.training import TAG_RETRAIN_DUE
+
+    name = registered_name(model)
+    if name is None:
+        return
+    try:
+        from controller.registry.reports import log_monitoring_run
+
+        due = tracking_factory(state)(tracking_uri).model_tags(name).get(TAG_RETRAIN_DUE)
+        facts = [
+            ("registered model", name),
+            ("monitored table", spec.current_uri),
+            ("baseline", spec.baseline_uri),
+            ("drift", f"{spec.method}, threshold {spec.threshold:g}"),
+        ]
+        data = gather(
+            spec,
+            title=f"Monitoring report: {name}",
+            facts=facts,
+            no_labels="--labels not given (monitoring.labels is not set)",
+            retrain_due=due,
+        )
+        computed = [w.window for w in result.windows if w.rows]
+        newest = result.newest
+        metrics: dict[str, float] = {}
+        if newest is not None:
+            metrics["drifted_features"] = float(len(newest.drifted))
+            metrics["rows"] = float(newest.rows)
+            for q in newest.quality:
+                if q.model_version == "*":
+                    metrics[f"quality.{q.metric}"] = q.value
+        uri = log_monitoring_run(
+            tracking_uri,
+            model=name,
+            tags={
+                "mlgitops.model": name,
+                "mlgitops.model_uri": model,
+                "mlgitops.windows": ",".join(computed)[:5000],
+                "mlgitops.newest_window": newest.window if newest is not None else "",
+                "mlgitops.tables": ",".join(result.tables.values())[:5000],
+            },
+            metrics=metrics,
+            report=render(data),
+            artifact_path=REPORT_ARTIFACT,
+            run_name=f"monitor {newest.window}" if newest is not None else "monitor",
+        )
+    except Exception as exc:  # the report is a view of the tables, never a reason to fail
+        err.print(f"warning: monitor: report not logged: {redact(one_line(exc))}", markup=False)
+        return
+    out.print(f"report: {uri}", markup=False)
 
 
 def registered_name(model_uri: str) -> str | None:

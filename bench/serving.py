@@ -11,6 +11,12 @@ MLflow computes for the version named in X-Model-Version.
 
     .venv/bin/python bench/serving.py                       # 3 rounds x 2000 requests, 8 at a time
     .venv/bin/python bench/serving.py --requests 500 --rounds 1 --swaps 2   # a quick run
+    .venv/bin/python bench/serving.py --inference-log      # and ours writing an inference table
+
+With ``--inference-log`` a second server of ours (same model, same flags) also writes every
+request to a Delta inference table, as a ModelDeployment with ``serving.inferenceTable`` does,
+and takes its turn in every round: its figures are printed against ours without the log, which
+is what logging costs the request path. Its table is counted once it has stopped (and flushed).
 """
 
 from __future__ import annotations
@@ -212,6 +218,11 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=300, help="unmeasured requests per server")
     p.add_argument("--swaps", type=int, default=6, help="champion swaps during the swap phase")
     p.add_argument("--workdir", type=Path, help="keep the store and logs here (must be empty)")
+    p.add_argument(
+        "--inference-log",
+        action="store_true",
+        help="also run ours writing a Delta inference table, against ours without",
+    )
     args = p.parse_args()
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -281,24 +292,56 @@ def main() -> int:
     mlflow_serve += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs_port)]
     theirs = start([*mlflow_serve, "-w", str(args.workers)], env, work / "mlflow.log")
     serve = [str(BIN / "mlgitops"), "serve", "--config", str(config), "--host", "127.0.0.1"]
-    ours = start(
-        [*serve, "--port", str(ours_port), "--workers", str(args.workers)], env, work / "ours.log"
-    )
+    serve += ["--workers", str(args.workers)]
+    ours = start([*serve, "--port", str(ours_port)], env, work / "ours.log")
+    table = work / "inference"
+    logged: subprocess.Popen[bytes] | None = None
+    ports = {"ours": ours_port, "mlflow": theirs_port}
+    if args.inference_log:
+        ports["logged"] = free_port()
+        logged = start(
+            [*serve, "--port", str(ports["logged"]), "--inference-log", str(table)],
+            env,
+            work / "logged.log",
+        )
     try:
         t_theirs = wait_ready(theirs_port, theirs, "mlflow models serve", launched)
         t_ours = wait_ready(ours_port, ours, "mlgitops serve", launched)
+        if logged is not None:
+            wait_ready(ports["logged"], logged, "mlgitops serve --inference-log", launched)
         print(
             f"setup: {time.monotonic() - started:.1f}s (ready after launch, both started together: mlgitops "
             f"{t_ours:.1f}s, mlflow {t_theirs:.1f}s); {os.cpu_count()} CPUs; "
             f"{args.workers} worker(s) each; payload {args.payload}, {args.rows} rows x "
             f"{len(rows.columns)} columns ({len(body)} bytes)"
         )
-        return measure(args, work, body_file, expected, ours, ours_port, theirs_port, config)
+        code = measure(args, work, body_file, expected, ours, ports, config)
+        if logged is not None:
+            stop(logged)  # it flushes the inference log on the way out
+            count_logged(table, args.warmup + args.rounds * args.requests, args.rows)
+        return code
     finally:
         stop(ours)
         stop(theirs)
+        if logged is not None:
+            stop(logged)
         if tmp is not None:
             tmp.cleanup()
+
+
+def count_logged(table: Path, requests: int, rows: int) -> None:
+    """What the inference table holds after the run, against what was sent to its server."""
+    from deltalake import DeltaTable
+
+    if not (table / "_delta_log").exists():
+        print(f"inference table rows: 0  (target: {requests * rows}, one per input row)")
+        return
+    data = DeltaTable(str(table)).to_pyarrow_table(columns=["request_id"])
+    logged = len(set(data.column("request_id").to_pylist()))
+    print(
+        f"inference table rows: {data.num_rows}  (target: {requests * rows}, one per input row "
+        f"of {requests} requests; {logged} requests logged)"
+    )
 
 
 def measure(
@@ -307,19 +350,20 @@ def measure(
     body_file: Path,
     expected: dict[str, str],
     ours: subprocess.Popen[bytes],
-    ours_port: int,
-    theirs_port: int,
+    ports: dict[str, int],
     config: Path,
 ) -> int:
-    ports = {"ours": ours_port, "mlflow": theirs_port}
+    ours_port = ports["ours"]
     for port in ports.values():
         run_load(port, body_file, args.warmup, args.concurrency)
-    lat: dict[str, list[float]] = {"ours": [], "mlflow": []}
-    wall = {"ours": 0.0, "mlflow": 0.0}
-    failed = {"ours": 0, "mlflow": 0}
-    per_round: dict[str, list[float]] = {"ours": [], "mlflow": []}
+    lat: dict[str, list[float]] = {who: [] for who in ports}
+    wall = dict.fromkeys(ports, 0.0)
+    failed = dict.fromkeys(ports, 0)
+    per_round: dict[str, list[float]] = {who: [] for who in ports}
+    names = list(ports)
     for r in range(args.rounds):
-        order = ("ours", "mlflow") if r % 2 == 0 else ("mlflow", "ours")
+        # The servers take turns, the first of one round last in the next.
+        order = names[r % len(names) :] + names[: r % len(names)]
         for who in order:
             res = run_load(ports[who], body_file, args.requests, args.concurrency)
             lat[who].extend(res["latencies"])
@@ -333,7 +377,7 @@ def measure(
         f"load: {args.rounds} round(s) x {args.requests} requests per server, "
         f"concurrency {args.concurrency}, rounds alternate"
     )
-    for who in ("ours", "mlflow"):
+    for who in ports:
         rounds = ", ".join(f"{v:.0f}" for v in per_round[who])
         print(f"info: {who} throughput per round (req/s): {rounds}; failed requests {failed[who]}")
     print(line("throughput", tput["ours"], tput["mlflow"], "req/s"))
@@ -343,6 +387,16 @@ def measure(
         f"info: mean latency {statistics.fmean(lat['ours']) * 1000:.2f} ms "
         f"(mlflow: {statistics.fmean(lat['mlflow']) * 1000:.2f} ms)"
     )
+    if "logged" in ports:
+        for name, value, base, unit in (
+            ("throughput", tput["logged"], tput["ours"], "req/s"),
+            ("p50 latency", p50["logged"], p50["ours"], "ms"),
+            ("p99 latency", p99["logged"], p99["ours"], "ms"),
+        ):
+            print(
+                f"with inference log, {name}: {value:.2f} {unit}  (without: {base:.2f} {unit}, "
+                f"ratio: {value / base:.2f})"
+            )
 
     # Champion swaps under the same load: 2 -> 3 -> 2 ... by config file + SIGHUP.
     swap_requests = max(args.requests, 200 * (args.swaps + 1))

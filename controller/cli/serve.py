@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from controller.cli.options import err, fail
+from controller.cli.options import DataRootOpt, err, fail
 
 
 def serve(
@@ -64,12 +64,15 @@ def serve(
         str | None,
         typer.Option(
             "--inference-log",
-            help="Delta table (local path or object-store URI) to append every request and "
-            "response to, in batches; never blocks or fails a prediction.",
+            help="Delta table to append every request to, one row per input row (the inputs "
+            "as columns named by the model's signature, the prediction, version, role, routing "
+            "key, latency), in batches; never blocks or fails a prediction. A name under "
+            "--data-root (what serving.inferenceTable renders), a path or a URI.",
             envvar="MLGITOPS_SERVE_INFERENCE_LOG",
             show_default=False,
         ),
     ] = None,
+    data_root: DataRootOpt = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -116,6 +119,8 @@ def serve(
         load_config_file,
     )
 
+    if inference_log is not None:
+        inference_log = _table(inference_log, data_root)
     try:
         if config is not None:
             initial = load_config_file(config)
@@ -152,3 +157,15 @@ def serve(
     from controller.serving.process import run as run_server
 
     raise typer.Exit(run_server(settings))
+
+
+def _table(name: str, data_root: str | None) -> str:
+    """The inference table's URI: a relative name under the data root, as the batch job does."""
+    from controller.cli.options import state_for
+    from controller.errors import JobError
+    from controller.lake.tables import table_uri
+
+    try:
+        return table_uri(name, data_root or str(state_for(None).tables))
+    except JobError as exc:
+        fail([f"--inference-log: {exc}"])

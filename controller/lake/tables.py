@@ -22,6 +22,7 @@ from controller.errors import JobError, one_line
 __all__ = [
     "Window",
     "append",
+    "arrow_schema",
     "finish_window",
     "open_dataset",
     "read_table",
@@ -119,13 +120,36 @@ def finish_window(window: Window, *, clear: bool) -> int | None:
         raise JobError(f"{window.what} table {window.uri}: {one_line(exc)}") from None
 
 
-def append(uri: str, data: Any, *, storage_options: dict[str, str] | None = None) -> None:
+def append(
+    uri: str,
+    data: Any,
+    *,
+    storage_options: dict[str, str] | None = None,
+    merge_schema: bool = False,
+) -> None:
     """Append ``data`` (an Arrow table) to the Delta table ``uri``, created when missing.
 
-    Raises deltalake's and the object store's own errors: the caller (the inference log)
-    counts and retries them.
+    With ``merge_schema``, columns the table lacks are added to it (and columns ``data`` lacks
+    are null in its rows) instead of failing the append. Raises deltalake's and the object
+    store's own errors: the caller (the inference log) counts and retries them.
     """
-    write_deltalake(uri, data, mode="append", storage_options=storage_options)
+    write_deltalake(
+        uri,
+        data,
+        mode="append",
+        schema_mode="merge" if merge_schema else None,
+        storage_options=storage_options,
+    )
+
+
+def arrow_schema(uri: str, storage_options: dict[str, str] | None = None) -> Any:
+    """The Arrow schema of the Delta table ``uri``; None when there is no table there yet.
+
+    Raises deltalake's and the object store's own errors when it cannot be read.
+    """
+    if not DeltaTable.is_deltatable(uri, storage_options):
+        return None
+    return pa.schema(DeltaTable(uri, storage_options=storage_options).schema())
 
 
 def replace_windows(

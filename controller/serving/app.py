@@ -18,7 +18,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import importlib
-import json
 import logging
 import math
 import os
@@ -53,8 +52,6 @@ from controller.serving.config import (
 )
 from controller.serving.models import LoadedModel, load, resolve
 from controller.serving.protocol import (
-    CSV,
-    JSON,
     ClientError,
     ModelError,
     error_body,
@@ -345,6 +342,7 @@ class Invocations:
         served = active.pick(routing_key)
         body = b""
         status = 200
+        inputs: Any = None  # as the model was handed them: the inference log's rows
         try:
             if length is not None and length.isdigit() and int(length) > self.limit:
                 await _drain(receive, _DRAIN_LIMIT)
@@ -352,9 +350,9 @@ class Invocations:
             body = await _read_body(receive, self.limit)
             scorer = served.model.scorer
             if served.model.inline and len(body) <= _INLINE_MAX_BYTES:
-                out = scorer.score(body, content_type)
+                out, inputs = scorer.score_inputs(body, content_type)
             else:
-                out = await run_in_threadpool(scorer.score, body, content_type)
+                out, inputs = await run_in_threadpool(scorer.score_inputs, body, content_type)
         except ClientError as exc:
             status, out = exc.status, error_body(exc.code, exc.message)
         except ModelError as exc:
@@ -377,7 +375,16 @@ class Invocations:
         sink = self.state.inference_log
         if sink is not None:
             _log_inference(
-                sink, request_id, served, elapsed, body, content_type, out, status, started
+                sink,
+                request_id,
+                served,
+                routing_key,
+                elapsed,
+                body,
+                content_type,
+                inputs,
+                out,
+                status,
             )
 
 
@@ -453,34 +460,36 @@ def _log_inference(
     sink: InferenceSink,
     request_id: str,
     served: Served,
+    routing_key: str | None,
     elapsed: float,
     body: bytes,
     content_type: str | None,
+    inputs: Any,
     out: bytes,
     status: int,
-    started: float,
 ) -> None:
-    """Hand one record to the inference log; never raises, never blocks the response."""
+    """Hand one record to the inference log; never raises, never blocks the response.
+
+    Only references change hands: the body, the response and the inputs already parsed for the
+    prediction are turned into rows on the log's thread (``inference_rows``), which reads a
+    failed request's body with the served model's parser (``reader``) there.
+    """
     try:
-        text = body.decode("utf-8", "replace")
-        is_json = status == 200 and (content_type or "").lower().startswith(JSON)
-        if not is_json:
-            if (content_type or "").lower().startswith((JSON, CSV)) or not body:
-                text = json.dumps(text)
-            else:
-                text = json.dumps(f"<{len(body)} bytes of {content_type}>")
-        when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=time.perf_counter() - started)
         sink.append(
             {
                 "request_id": request_id,
-                "timestamp": when.isoformat(),
+                "timestamp": time.time() - elapsed,  # the request's start
                 "model": served.model.name,
                 "model_version": served.model.version,
                 "role": served.role,
+                "routing_key": routing_key,
                 "latency_ms": elapsed * 1000.0,
-                "inputs": text,
-                "outputs": out.decode("utf-8", "replace") if out else "null",
                 "status": status,
+                "inputs": inputs,
+                "body": body,
+                "content_type": content_type,
+                "response": out,
+                "reader": served.model.scorer,
             }
         )
     except Exception:

@@ -3,8 +3,11 @@
 It is the monitor's input (drift, quality, latency per version), so it must record what was served;
 but a prediction matters more than its record. Logging therefore never blocks and never fails the
 request: ``append`` only copies the record into a bounded in-memory buffer (microseconds, no
-serialization on the request path), and one background thread turns batches into Arrow and commits
-them to Delta, which also amortizes a commit over many rows. When the table cannot be written (an
+parsing or serialization on the request path), and one background thread turns batches into rows
+(``inference_rows``: one per input row, the inputs as typed columns) and commits them to Delta,
+which also amortizes a commit over many rows. A model version with another signature adds its
+columns to the table (schema merge), and a batch is cast to the types the table already has, so an
+append never fails on the schema. When the table cannot be written (an
 unwritable path, the object store down) the thread keeps the batch and retries with capped
 exponential backoff; records that arrive while the buffer is full are dropped, and every drop is
 counted in ``mlgitops_inference_log_dropped_total`` and warned about, never lost silently.
@@ -13,8 +16,6 @@ counted in ``mlgitops_inference_log_dropped_total`` and warned about, never lost
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import logging
 import math
 import threading
@@ -29,29 +30,22 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from prometheus_client import CollectorRegistry, Counter
 
 from controller.lake import tables
+from controller.serving import inference_rows
+from controller.serving.inference_rows import REQUEST_SCHEMA
 
-__all__ = ["SCHEMA", "InferenceLog", "InferenceLogStats"]
+__all__ = ["REQUEST_SCHEMA", "InferenceLog", "InferenceLogStats"]
 
 log = logging.getLogger("mlgitops.serving.inference_log")
 
-SCHEMA = pa.schema(
-    [
-        pa.field("request_id", pa.string()),
-        pa.field("timestamp", pa.timestamp("us", tz="UTC")),
-        pa.field("model", pa.string()),
-        pa.field("model_version", pa.string()),
-        pa.field("role", pa.string()),
-        pa.field("latency_ms", pa.float64()),
-        pa.field("status", pa.int32()),
-        pa.field("inputs", pa.string()),
-        pa.field("outputs", pa.string()),
-    ]
-)
-
 _WARN_INTERVAL_S = 60.0
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_ONE_US = dt.timedelta(microseconds=1)
-_INT32 = (-(2**31), 2**31 - 1)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Records taken from the buffer, as the rows they become."""
+
+    table: pa.Table
+    records: int
 
 
 class InferenceLogStats(TypedDict):
@@ -110,14 +104,16 @@ class InferenceLog:
 
     ``table_uri`` is a local path or an object-store URI (``s3://``, ``gs://``, ``az://``);
     ``storage_options`` go to deltalake as they are, and when None deltalake reads credentials
-    from the environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``). The table is created with
-    :data:`SCHEMA` on the first write.
+    from the environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``). The table is created on the
+    first write.
 
-    Records are plain dicts with the keys of :data:`SCHEMA`; a missing key is stored as null
-    (``timestamp`` defaults to the time of ``append``), unknown keys are ignored. ``inputs`` and
-    ``outputs`` are stored as JSON text: a ``str`` is taken as JSON already (a raw request body),
-    anything else is serialized (numpy and pandas values included) on the writer thread. Only a
-    shallow copy is taken on ``append``, so do not mutate nested values after handing them over.
+    A record is one request, a plain dict with the keys :func:`inference_rows.to_table` reads
+    (the request's columns, the inputs or the body and the served model to read them with, the
+    predictions or the response); a missing key is stored as null (``timestamp`` defaults to the
+    time of ``append``), unknown keys are ignored. It becomes one row per input row on the
+    writer thread. Only a shallow copy is taken on ``append``, so do not mutate nested values
+    after handing them over. The buffer, its limit and the drops count records (requests);
+    ``rows_written`` counts the table's rows.
     """
 
     def __init__(
@@ -157,6 +153,10 @@ class InferenceLog:
         self._last_drop_warning = -math.inf
         self._drops_since_warning = 0
         self._last_error_warning = -math.inf
+        # The table's schema as last seen (None: no table yet, or not read since a failure), so
+        # a batch can be cast to the types the table already has before it is appended.
+        self._schema: pa.Schema | None = None
+        self._schema_known = False
 
         self._wake = threading.Event()  # a full batch is ready, or closing
         self._stop = threading.Event()  # closing: cuts a retry backoff short
@@ -280,8 +280,8 @@ class InferenceLog:
     def _run(self) -> None:
         # Arrow's first timestamp conversion takes about a second: pay it before the first batch.
         with contextlib.suppress(Exception):  # a real problem shows on the first batch
-            _to_arrow([])
-        batch: pa.Table | None = None  # taken from the buffer, kept until it is committed
+            inference_rows.to_table([])
+        batch: _Batch | None = None  # taken from the buffer, kept until it is committed
         failures = 0
         while True:
             if self._stop.is_set() and time.monotonic() >= self._close_deadline:
@@ -299,11 +299,12 @@ class InferenceLog:
                         if self._closed and not self._buffer:
                             return
                     continue
-            if self._write(batch):
+            if self._write(batch.table):
+                rows = batch.table.num_rows
                 with self._lock:
-                    self._pending -= batch.num_rows
-                    self._rows_written += batch.num_rows
-                self._metrics.rows.inc(batch.num_rows)
+                    self._pending -= batch.records
+                    self._rows_written += rows
+                self._metrics.rows.inc(rows)
                 batch, failures = None, 0
                 continue
             failures += 1
@@ -316,25 +317,33 @@ class InferenceLog:
                 self._drop_all_pending(batch)
                 return
 
-    def _take_batch(self) -> pa.Table | None:
+    def _take_batch(self) -> _Batch | None:
         with self._lock:
-            rows = self._buffer[: self._batch_size]
+            records = self._buffer[: self._batch_size]
             del self._buffer[: self._batch_size]
-        if not rows:
+        if not records:
             return None
         try:
-            return _to_arrow(rows)
-        except Exception:  # defensive: conversion is per-field and should not raise
-            log.exception("inference log could not convert %d record(s); dropped", len(rows))
+            return _Batch(inference_rows.to_table(records), len(records))
+        except Exception:  # defensive: conversion is per value and should not raise
+            log.exception("inference log could not convert %d record(s); dropped", len(records))
             with self._lock:
-                self._pending -= len(rows)
-                self._count_drop_locked(len(rows))
+                self._pending -= len(records)
+                self._count_drop_locked(len(records))
             return None
 
     def _write(self, batch: pa.Table) -> bool:
         try:
-            tables.append(self.table_uri, batch, storage_options=self._storage_options)
+            if not self._schema_known:
+                self._schema = tables.arrow_schema(self.table_uri, self._storage_options)
+                self._schema_known = True
+            data = inference_rows.conform(batch, self._schema)
+            tables.append(
+                self.table_uri, data, storage_options=self._storage_options, merge_schema=True
+            )
+            self._schema = _merged(self._schema, data.schema)
         except Exception as exc:
+            self._schema_known = False  # another writer may have changed it: read it again
             self._metrics.write_errors.inc()
             with self._lock:
                 self._write_errors += 1
@@ -352,9 +361,9 @@ class InferenceLog:
             return False
         return True
 
-    def _drop_all_pending(self, batch: pa.Table | None) -> None:
+    def _drop_all_pending(self, batch: _Batch | None) -> None:
         with self._lock:
-            n = (0 if batch is None else batch.num_rows) + len(self._buffer)
+            n = (0 if batch is None else batch.records) + len(self._buffer)
             if n == 0:
                 return
             self._buffer.clear()
@@ -363,95 +372,9 @@ class InferenceLog:
             self._count_drop_locked(n)
 
 
-# -- conversion (writer thread only) -------------------------------------------------------------
-
-
-def _to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
-    columns: dict[str, list[Any]] = {
-        "request_id": [_text(r.get("request_id")) for r in rows],
-        "timestamp": [_micros(r.get("timestamp")) for r in rows],
-        "model": [_text(r.get("model")) for r in rows],
-        "model_version": [_text(r.get("model_version")) for r in rows],
-        "role": [_text(r.get("role")) for r in rows],
-        "latency_ms": [_number(r.get("latency_ms")) for r in rows],
-        "status": [_int32(r.get("status")) for r in rows],
-        "inputs": [_json(r.get("inputs")) for r in rows],
-        "outputs": [_json(r.get("outputs")) for r in rows],
-    }
-    arrays = [pa.array(columns[f.name], type=f.type) for f in SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return value if isinstance(value, str) else str(value)
-    except Exception:
-        return None
-
-
-def _micros(value: Any) -> int | None:
-    """Microseconds since the epoch from a datetime (naive means UTC), epoch seconds, or ISO text."""
-    try:
-        if isinstance(value, str):
-            value = dt.datetime.fromisoformat(value)
-        if isinstance(value, dt.datetime):
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=dt.UTC)
-            micros: int = (value - _EPOCH) // _ONE_US
-            return micros
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return round(value * 1_000_000)
-    except (ValueError, OverflowError, TypeError):
-        pass
-    return None
-
-
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number
-
-
-def _int32(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if _INT32[0] <= number <= _INT32[1] else None
-
-
-def _json(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, default=_json_default, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError):
-        return None
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays and scalars, pandas Series and Index
-        return value.tolist()
-    if hasattr(value, "to_dict"):  # a pandas DataFrame, as MLflow's dataframe_split
-        try:
-            split = value.to_dict(orient="split", index=False)
-        except TypeError:
-            return value.to_dict()
-        return split
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
+def _merged(schema: pa.Schema | None, added: pa.Schema) -> pa.Schema:
+    """The table's schema after ``added`` was appended with schema merge: new columns at the end."""
+    if schema is None:
+        return added
+    known = set(schema.names)
+    return pa.schema([*schema, *(f for f in added if f.name not in known)])

@@ -18,6 +18,12 @@ made a float64 frame of exactly those columns (:meth:`_FastFrame.adopt`, for CSV
 column, ``params``) takes MLflow's full path, which accepts or rejects it exactly as MLflow does.
 At load the shortcut must give byte-identical responses to MLflow's path on the model's input
 example in every format, or it stays off.
+
+The inference table needs the inputs as columns, and parsing them twice would double the
+request's cost: :meth:`Scorer.score_inputs` hands back, with the response, the inputs as the
+model got them, and :meth:`Scorer.parse` reads a failed request's body the same way, later, on
+the inference log's thread. ``Scorer.input_columns`` (the signature's names and types) names the
+table's columns.
 """
 
 from __future__ import annotations
@@ -286,9 +292,13 @@ class Scorer:
         self._required: tuple[str, ...] = ()
         self._names: frozenset[str] = frozenset()
         schema = self.schema
+        # The signature's named columns and their MLflow types ("double", "string", ...; "array",
+        # "object", "map" for nested ones): the inference table's input columns. None without.
+        self.input_columns: tuple[tuple[str, str], ...] | None = None
         if schema is not None and not schema.is_tensor_spec() and schema.has_input_names():
             self._required = tuple(str(c.name) for c in schema.inputs if c.required)
             self._names = frozenset(str(c.name) for c in schema.inputs)
+            self.input_columns = tuple((str(c.name), _type_name(c.type)) for c in schema.inputs)
         self.fast: _FastFrame | None = _fast_frame(model, schema)
         self.fast_check = "off"
         if self.fast is not None:
@@ -356,6 +366,11 @@ class Scorer:
 
         Raises :class:`ClientError` for a bad request, :class:`ModelError` when the model fails.
         """
+        return self.score_inputs(body, content_type)[0]
+
+    def score_inputs(self, body: bytes, content_type: str | None) -> tuple[bytes, Any]:
+        """:meth:`score`, and the inputs as the model was handed them (parsed by the shortcut or
+        by MLflow's parsers), which the inference log then needs not parse again."""
         kind = content_kind(content_type)
         unified = False
         params: dict[str, Any] | None = None
@@ -365,7 +380,7 @@ class Scorer:
             if fast is not None:
                 frame = fast.frame(obj)
                 if frame is not None:
-                    return self._serialize(self._call(fast.predict, frame), unified=False)
+                    return self._serialize(self._call(fast.predict, frame), unified=False), frame
             data, params, unified = self._parse_json(obj)
         elif not body.strip():
             raise ClientError(_empty_message(kind))
@@ -378,12 +393,53 @@ class Scorer:
         if fast is not None and params is None and not unified:
             frame = fast.adopt(data)
             if frame is not None:
-                return self._serialize(self._call(fast.predict, frame), unified=False)
+                return self._serialize(self._call(fast.predict, frame), unified=False), frame
         if params is not None and self._takes_params:
             raw = self._call(self.model.predict, data, params=params)
         else:
             raw = self._call(self.model.predict, data)
-        return self._serialize(raw, unified=unified)
+        return self._serialize(raw, unified=unified), data
+
+    def parse(self, body: bytes, content_type: str | None) -> Any:
+        """The inputs of a request as :meth:`score` would hand them to the model, without
+        predicting: for the inference log, off the request path, when a request failed.
+
+        Values that do not fit the signature (the reason a request failed, often) are read as
+        MLflow reads them without one, rather than refused. Raises :class:`ClientError` when the
+        body cannot be read at all.
+        """
+        kind = content_kind(content_type)
+        if kind == JSON:
+            obj = self._decode(body)
+            frame = self.fast.frame(obj) if self.fast is not None else None
+            if frame is not None:
+                return frame
+            try:
+                return self._parse_json(obj)[0]
+            except ClientError:
+                return self._parse_unchecked(
+                    lambda: _mlflow._parse_json_data(obj, self.metadata, None).data
+                )
+        if not body.strip():
+            raise ClientError(_empty_message(kind))
+        if kind == CSV:
+            try:
+                return self._parse_csv(body)
+            except ClientError:
+                text = body.decode("utf-8")  # valid: _parse_csv got past decoding
+                return self._parse_unchecked(
+                    lambda: _mlflow.parse_csv_input(StringIO(text), schema=None)
+                )
+        return self._parse_parquet(body)
+
+    @staticmethod
+    def _parse_unchecked(parse: Callable[[], Any]) -> Any:
+        try:
+            return parse()
+        except MlflowException as exc:
+            raise ClientError(_mlflow_message(exc)) from None
+        except _INPUT_ERRORS as exc:
+            raise ClientError(f"{type(exc).__name__}: {exc}") from None
 
     def _decode(self, body: bytes) -> dict[str, Any]:
         if not body.strip():
@@ -476,6 +532,10 @@ class Scorer:
                 f"the model's output could not be serialized: {type(exc).__name__}: {exc}"
             ) from exc
         return out.getvalue().encode()
+
+
+def _type_name(value: Any) -> str:
+    return str(value.name) if isinstance(value, DataType) else type(value).__name__.lower()
 
 
 def _empty_message(kind: str) -> str:

@@ -1,7 +1,9 @@
 """The inference log against a real Delta table on disk: rows, schema, commits, and recovery.
 
 The unwritable location is a path under a regular file, which fails the way a missing bucket or a
-read-only mount does; removing the file makes it writable again without restarting the log.
+read-only mount does; removing the file makes it writable again without restarting the log. The
+records here carry their inputs already parsed and no model (so no signature: the inputs are one
+JSON column); tests/integration/test_inference_table.py has the real model servers.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from deltalake import DeltaTable
 from prometheus_client import CollectorRegistry
 
-from controller.serving.inference_log import SCHEMA, InferenceLog
+from controller.serving.inference_log import REQUEST_SCHEMA, InferenceLog
 from tests.helpers import wait_for
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -27,9 +30,10 @@ def record(i: int) -> dict[str, Any]:
         "model_version": str(1 + i % 2),
         "role": "champion" if i % 2 == 0 else "challenger",
         "latency_ms": 0.5 * i,
+        "routing_key": f"key-{i}" if i % 3 else None,
         "status": 200,
-        "inputs": {"dataframe_split": {"columns": ["x"], "data": [[i]]}},
-        "outputs": {"predictions": [i % 2]},
+        "inputs": [{"x": i}],
+        "predictions": [i % 2],
         "client": "ignored",
     }
 
@@ -53,30 +57,33 @@ def test_three_batches_become_three_commits_with_exact_rows(tmp_path: Path) -> N
     table = DeltaTable(str(path))
     assert table.version() == 2  # created by the first append, then two more commits
     assert [h["operation"] for h in table.history()] == ["WRITE", "WRITE", "WRITE"]
-    assert table.to_pyarrow_table().schema == SCHEMA
+    schema = table.to_pyarrow_table().schema
+    assert schema == pa.schema(
+        [*REQUEST_SCHEMA, pa.field("inputs", pa.string()), pa.field("prediction", pa.float64())]
+    )
 
     frame = table.to_pandas().sort_values("request_id").reset_index(drop=True)
-    assert list(frame.columns) == [f.name for f in SCHEMA]
     assert str(frame["timestamp"].dtype) == "datetime64[us, UTC]"
     assert str(frame["status"].dtype) == "int32"
+    assert str(frame["row"].dtype) == "int32"
     assert str(frame["latency_ms"].dtype) == "float64"
     expected = [
         {
             "request_id": f"req-{i:03d}",
+            "row": 0,
             "timestamp": T0 + dt.timedelta(milliseconds=i),
             "model": "churn",
             "model_version": str(1 + i % 2),
             "role": "champion" if i % 2 == 0 else "challenger",
+            "routing_key": f"key-{i}" if i % 3 else None,
             "latency_ms": 0.5 * i,
             "status": 200,
-            "inputs": f'{{"dataframe_split":{{"columns":["x"],"data":[[{i}]]}}}}',
-            "outputs": f'{{"predictions":[{i % 2}]}}',
+            "inputs": f'{{"x":{i}}}',
+            "prediction": float(i % 2),
         }
         for i in range(12)
     ]
-    rows = [
-        {**row, "timestamp": row["timestamp"].to_pydatetime()} for row in frame.to_dict("records")
-    ]
+    rows = table.to_pyarrow_table().sort_by("request_id").to_pylist()
     assert rows == expected
 
 
@@ -85,7 +92,7 @@ def test_nulls_round_trip_through_delta(tmp_path: Path) -> None:
     with InferenceLog(str(path), flush_seconds=60, registry=CollectorRegistry()) as log:
         log.append({"request_id": "only-id", "timestamp": None})
     rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
-    assert rows == [{"request_id": "only-id"} | dict.fromkeys(SCHEMA.names[1:])]
+    assert rows == [{"request_id": "only-id"} | dict.fromkeys(REQUEST_SCHEMA.names[1:])]
 
 
 def test_unwritable_location_retains_rows_until_it_recovers(tmp_path: Path) -> None:

@@ -610,34 +610,50 @@ def test_every_request_reaches_the_inference_log(pair: Pair) -> None:
 
     ours = pair.ours
     ours.configure(f"models:/{FRAUD}/2")
-    body = split_body(frame("classifier", 2))
+    rows = frame("classifier", 2)
+    body = split_body(rows)
     sent = {}
     for rid, payload in (("ilog-1", body), ("ilog-2", body), ("ilog-3", b"{bad")):
-        r = ours.post(payload, {**JSON_CT, "X-Request-Id": rid})
-        sent[rid] = (r.status_code, r.text, payload)
+        r = ours.post(payload, {**JSON_CT, "X-Request-Id": rid, "X-Routing-Key": f"k-{rid}"})
+        sent[rid] = (r.status_code, r.text)
 
-    def rows() -> dict[str, dict[str, Any]]:
+    def logged() -> dict[str, list[dict[str, Any]]]:
         if not (pair.inference_table / "_delta_log").exists():
             return {}
         table = DeltaTable(str(pair.inference_table)).to_pyarrow_table()
-        return {r["request_id"]: r for r in table.to_pylist() if r["request_id"] in sent}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in table.to_pylist():
+            if r["request_id"] in sent:
+                out.setdefault(r["request_id"], []).append(r)
+        return out
 
-    ours.wait_until("3 records in the inference log", lambda: len(rows()) == 3, timeout=30)
-    for rid, record in rows().items():
-        status, text, payload = sent[rid]
-        assert record["status"] == status
-        assert (record["model"], record["model_version"], record["role"]) == (
-            FRAUD,
-            "2",
-            "champion",
-        )
-        assert json.loads(record["outputs"]) == json.loads(text)
-        assert record["latency_ms"] > 0
-        assert abs(time.time() - record["timestamp"].timestamp()) < 120
+    # One row per input row: two for each good request, one for the body that is not JSON.
+    ours.wait_until(
+        "5 rows in the inference log",
+        lambda: sum(len(v) for v in logged().values()) == 5,
+        timeout=30,
+    )
+    for rid, records in logged().items():
+        status, text = sent[rid]
+        records.sort(key=lambda r: r["row"] if r["row"] is not None else -1)
+        for record in records:
+            assert record["status"] == status
+            assert (record["model"], record["model_version"], record["role"]) == (
+                FRAUD,
+                "2",
+                "champion",
+            )
+            assert record["routing_key"] == f"k-{rid}"
+            assert record["latency_ms"] > 0
+            assert abs(time.time() - record["timestamp"].timestamp()) < 120
         if status == 200:
-            assert json.loads(record["inputs"]) == json.loads(payload)
+            assert [r["row"] for r in records] == [0, 1]
+            assert [r["prediction"] for r in records] == json.loads(text)["predictions"]
+            assert [r["mean_radius"] for r in records] == rows["mean_radius"].tolist()
         else:
-            assert json.loads(record["inputs"]) == payload.decode()
+            assert [(r["row"], r["mean_radius"], r["prediction"]) for r in records] == [
+                (None, None, None)
+            ]
 
 
 # -- readiness, limits, workers, shutdown --------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from controller.serving import inference_log
-from controller.serving.inference_log import SCHEMA, InferenceLog
+from controller.serving.inference_log import REQUEST_SCHEMA, InferenceLog
 from tests.helpers import wait_for
 
 
@@ -32,7 +32,9 @@ class Sink:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, table_uri: str, data: Any, *, storage_options: Any) -> None:
+    def __call__(
+        self, table_uri: str, data: Any, *, storage_options: Any, merge_schema: bool = False
+    ) -> None:
         self.gate.wait()
         if self.always_fail or self.failures_left > 0:
             self.failures_left -= 1
@@ -71,8 +73,8 @@ def record(i: int) -> dict[str, Any]:
         "role": "champion",
         "latency_ms": 1.25,
         "status": 200,
-        "inputs": {"columns": ["a"], "data": [[i]]},
-        "outputs": [0],
+        "inputs": [{"a": i}],  # one input row: one row of the table
+        "predictions": [0],
     }
 
 
@@ -204,7 +206,7 @@ def test_close_gives_up_at_its_timeout_and_counts_what_it_could_not_write(
     assert metric(registry, "mlgitops_inference_log_dropped_total") == 6
 
 
-def test_fixed_schema_nulls_for_missing_fields_and_json_for_values(
+def test_request_columns_with_nulls_for_missing_fields(
     sink: Sink, registry: CollectorRegistry, tmp_path: Path
 ) -> None:
     before = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -216,10 +218,11 @@ def test_fixed_schema_nulls_for_missing_fields_and_json_for_values(
                 "model": "fraud",
                 "model_version": 3,
                 "role": "challenger",
+                "routing_key": "customer-7",
                 "latency_ms": np.float32(2.5),
-                "status": np.int64(400),
-                "inputs": {"columns": ["a", "b"], "data": np.array([[1, 2]])},
-                "outputs": '{"error": "wrong columns"}',  # already JSON text: kept as is
+                "status": np.int64(200),
+                "inputs": {"a": np.array([1, 2]), "b": np.array(["x", "y"])},
+                "predictions": np.array([0.25, 0.75]),
                 "unknown": "ignored",
             }
         )
@@ -228,33 +231,30 @@ def test_fixed_schema_nulls_for_missing_fields_and_json_for_values(
         log.append("not a record")  # type: ignore[arg-type]
 
     (table,) = sink.commits
-    assert table.schema == SCHEMA
-    full, sparse, odd = table.to_pylist()
-    assert full == {
+    assert table.schema.names == [*REQUEST_SCHEMA.names, "inputs", "prediction"]
+    assert table.schema.field("prediction").type == "double"
+    full_0, full_1, sparse, odd = table.to_pylist()
+    request = {
         "request_id": "full",
         "timestamp": dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC),
         "model": "fraud",
         "model_version": "3",
         "role": "challenger",
+        "routing_key": "customer-7",
         "latency_ms": 2.5,
-        "status": 400,
-        "inputs": '{"columns":["a","b"],"data":[[1,2]]}',
-        "outputs": '{"error": "wrong columns"}',
+        "status": 200,
     }
+    # No reader, so no signature: each input row is one JSON object.
+    assert full_0 == {**request, "row": 0, "inputs": '{"a":1,"b":"x"}', "prediction": 0.25}
+    assert full_1 == {**request, "row": 1, "inputs": '{"a":2,"b":"y"}', "prediction": 0.75}
     assert sparse["timestamp"] >= before  # stamped at append when the caller gave none
-    assert {k: v for k, v in sparse.items() if k != "timestamp"} == {
-        "request_id": "sparse",
-        "model": None,
-        "model_version": None,
-        "role": None,
-        "latency_ms": None,
-        "status": None,
-        "inputs": None,
-        "outputs": None,
-    }
+    assert {k: v for k, v in sparse.items() if k not in ("request_id", "timestamp")} == (
+        dict.fromkeys(["row", *REQUEST_SCHEMA.names[3:], "inputs", "prediction"])
+    )
     assert odd["timestamp"] is None
     assert odd["status"] is None  # out of int32 range: null rather than a failed batch
-    assert log.stats() == {"rows_written": 3, "dropped": 1, "write_errors": 0, "pending": 0}
+    assert odd["row"] is None  # nothing to read the inputs from
+    assert log.stats() == {"rows_written": 4, "dropped": 1, "write_errors": 0, "pending": 0}
 
 
 def test_default_registry_is_the_model_servers_and_is_shared(sink: Sink, tmp_path: Path) -> None:

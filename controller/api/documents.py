@@ -249,8 +249,8 @@ class EnvironmentSpec(Model):
         default=None,
         min_length=1,
         description="Where the relative table names of ModelDeployments (batchInference, "
-        "monitoring, validation) live: a directory or an object-store prefix such as "
-        "s3://bucket/lake/prod. Omitted: <state dir>/tables on one machine.",
+        "monitoring, validation, serving.inferenceTable) live: a directory or an object-store "
+        "prefix such as s3://bucket/lake/prod. Omitted: <state dir>/tables on one machine.",
     )
     read_catalogs: list[Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=list)
     write_back: WriteBackSpec = Field(default_factory=WriteBackSpec)
@@ -425,6 +425,13 @@ class ServingSpec(Model):
     enabled: bool = True
     replicas: int = Field(default=1, ge=0, le=100)
     traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    inference_table: TableName | None = Field(
+        default=None,
+        description="<catalog>/<schema>/<table> under the Environment's dataRoot: every replica "
+        "appends each request to this Delta table, one row per input row (request id, time, "
+        "model version, role, routing key, latency, status, the inputs as columns named by the "
+        "model's signature, the prediction). Omitted: no inference log.",
+    )
 
 
 class BatchInferenceSpec(Model):

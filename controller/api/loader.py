@@ -165,6 +165,8 @@ def _catalog_problems(md: ModelDeployment, environment: Environment, at: Located
         tables.append(("spec.monitoring.baseline", spec.monitoring.baseline, "read"))
     if spec.validation is not None:
         tables.append(("spec.validation.data.uri", spec.validation.data.uri, "read"))
+    if spec.serving.inference_table is not None:
+        tables.append(("spec.serving.inferenceTable", spec.serving.inference_table, "write"))
     for where, table, may in tables:
         catalog = table.split("/", 1)[0]
         allowed = readable if may == "read" else {own}

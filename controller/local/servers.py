@@ -4,10 +4,11 @@
 servers that should run, tells running ones about a new champion, challenger or split (a config
 file rewritten atomically, then SIGHUP: the server loads the new model before switching, so no
 request is dropped), and stops the ones Git no longer asks for. ``supervise`` restarts a crashed
-server with exponential backoff. Ports are stable: allocated once per environment and model and
-remembered under the state directory, so a URL survives restarts and several environments can run
-side by side. Pid files let a restarted runtime adopt the servers it left running instead of
-starting duplicates.
+server with exponential backoff. What a server takes only at start (its inference table) is on its
+command line, as in a serving pod's args: when Git changes it, the server is restarted. Ports are
+stable: allocated once per environment and model and remembered under the state directory, so a
+URL survives restarts and several environments can run side by side. Pid files let a restarted
+runtime adopt the servers it left running instead of starting duplicates.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any
 from controller.api.loader import DesiredState
 from controller.api.status import ServingStatus
 from controller.local import processes
-from controller.planning.children import model_uri
-from controller.state import write_json
+from controller.planning.children import model_uri, serving_args
+from controller.state import StateDir, write_json
 
 FIRST_PORT = 8600
 BACKOFF_MAX = 60.0
@@ -41,6 +42,7 @@ class _Server:
     name: str
     port: int
     config: dict[str, Any]
+    args: tuple[str, ...] = ()  # start-time settings: the inference table and its data root
     proc: subprocess.Popen[bytes] | None = None
     pid: int | None = None  # adopted from a previous runtime
     failures: int = 0
@@ -119,16 +121,31 @@ class LocalRuntime:
             }
         return out
 
+    def desired_args(self, desired: DesiredState) -> dict[str, tuple[str, ...]]:
+        """Each server's start-time arguments: its inference table (a name resolved under the
+        environment's data root, as the batch job's tables are)."""
+        root = desired.environment.spec.data_root or str(StateDir(self.state_root).tables)
+        out: dict[str, tuple[str, ...]] = {}
+        for d in desired.deployments:
+            args = serving_args(d.doc.spec)
+            out[d.doc.metadata.name] = (*args, "--data-root", root) if args else ()
+        return out
+
     def apply(self, desired: DesiredState) -> dict[str, ServingStatus]:
         """Start, update and stop servers to match ``desired``; report each one's serving status."""
         configs = self.desired_configs(desired)
+        start_args = self.desired_args(desired)
         for name in sorted(set(self.servers) | self._adoptable()):
             if name not in configs:
                 self._stop(name)
         for name, config in configs.items():
+            args = start_args.get(name, ())
             server = self.servers.get(name) or self._adopt(name)
+            if server is not None and server.args != args:
+                self._stop(name)  # a start-time setting changed: a new process takes it
+                server = None
             if server is None:
-                server = _Server(name, self.port_for(name), config)
+                server = _Server(name, self.port_for(name), config, args)
                 self.servers[name] = server
                 self._write_config(server)
                 self._start(server)
@@ -197,6 +214,7 @@ class LocalRuntime:
                 self.host,
                 "--port",
                 str(server.port),
+                *server.args,
             ],
             log=self.dir / f"{server.name}.log",
             env={
@@ -218,13 +236,14 @@ class LocalRuntime:
             return None
         try:
             pid = int(pid_file.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         except (ValueError, OSError):
             return None
-        if str(config_file).encode() not in cmdline:
+        if str(config_file).encode() not in cmdline or b"--port" not in cmdline:
             return None
+        args = tuple(a.decode() for a in cmdline[cmdline.index(b"--port") + 2 :])
         port = self.port_for(name)
-        server = _Server(name, port, json.loads(config_file.read_text()), pid=pid)
+        server = _Server(name, port, json.loads(config_file.read_text()), args, pid=pid)
         server.started = time.monotonic()
         self.servers[name] = server
         return server

@@ -151,6 +151,13 @@ def model_uri(model: str, version: str) -> str:
     return f"models:/{model}/{version}"
 
 
+def serving_args(spec: ModelDeploymentSpec) -> list[str]:
+    """What a serving replica gets beyond its models, on both runtimes: the inference table, by
+    its name; the replica resolves it under ``MLGITOPS_DATA_ROOT`` as the batch job does."""
+    table = spec.serving.inference_table
+    return ["--inference-log", table] if table else []
+
+
 def render_serving(
     owner: Owner, spec: ModelDeploymentSpec, model: str, ctx: RenderContext
 ) -> list[Obj]:
@@ -166,6 +173,7 @@ def render_serving(
     args += ["--port", str(SERVING_PORT)]
     if challenger:
         args += ["--challenger", model_uri(model, challenger), "--challenger-traffic", str(traffic)]
+    args += serving_args(spec)
     selector = {MD_LABEL: owner.name, COMPONENT: "serving"}
     versions = {
         "mlgitops.io/champion": champion,

@@ -60,6 +60,15 @@ def outside_catalog(repo: ConfigRepo) -> str:
     return f"{FRAUD_FILE}:{line}: spec.model: catalog 'staging' is outside environment 'prod'"
 
 
+def inference_table_outside_the_lake(repo: ConfigRepo) -> str:
+    text = repo.read(FRAUD_FILE).replace(
+        "    replicas: 2\n", "    replicas: 2\n    inferenceTable: prod/../../etc/inference\n"
+    )
+    repo.write(FRAUD_FILE, text)
+    line = line_of(repo, FRAUD_FILE, "inferenceTable:")
+    return f"{FRAUD_FILE}:{line}: spec.serving.inferenceTable: String should match pattern"
+
+
 def unknown_model(repo: ConfigRepo) -> str:
     repo.write(FRAUD_FILE, repo.read(FRAUD_FILE).replace("fraud.fraud_detector", "fraud.nope"))
     line = line_of(repo, FRAUD_FILE, "model: fraud.nope")
@@ -117,6 +126,7 @@ CASES = [
     wrong_type,
     missing_version,
     outside_catalog,
+    inference_table_outside_the_lake,
     unknown_model,
     duplicate_model,
     duplicate_key,
@@ -130,6 +140,7 @@ STATIC = {
     unknown_field,
     wrong_type,
     outside_catalog,
+    inference_table_outside_the_lake,
     duplicate_model,
     duplicate_key,
     missing_environment,

@@ -206,3 +206,92 @@ def test_environments_side_by_side(
         assert prod.stop() == 0
         assert staging.stop() == 0
     assert server_pids(state_dir) == []
+
+
+def logged_requests(table: Path) -> dict[str, list[dict[str, Any]]]:
+    """The rows of an inference table by request id; {} while there is no table."""
+    from deltalake import DeltaTable
+
+    if not (table / "_delta_log").exists():
+        return {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for row in DeltaTable(str(table)).to_pyarrow_table().to_pylist():
+        rows.setdefault(row["request_id"], []).append(row)
+    return rows
+
+
+def post(url: str, rows: dict[str, Any], request_id: str) -> str:
+    """Send ``rows`` as request ``request_id``; the version that answered."""
+    body = json.dumps({"dataframe_split": rows}).encode()
+    req = urllib.request.Request(
+        f"{url}/invocations",
+        data=body,
+        headers={"Content-Type": "application/json", "X-Request-Id": request_id},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+        return str(r.headers["X-Model-Version"])
+
+
+def test_a_declared_inference_table_is_written_under_the_data_root(
+    repo: ConfigRepo, state_dir: Path, tmp_path: Path, fraud_rows: dict[str, Any]
+) -> None:
+    lake = tmp_path / "lake"
+    env_file = "environments/prod/environment.yaml"
+    repo.write(env_file, repo.read(env_file) + f"  dataRoot: {lake}\n")
+    text = repo.read(FRAUD_FILE)
+    repo.write(
+        FRAUD_FILE,
+        text.replace(
+            "    replicas: 2\n", "    replicas: 2\n    inferenceTable: prod/fraud/inference\n"
+        ),
+    )
+    repo.commit("Log fraud-detector's requests")
+    runtime = Runtime(repo, state_dir, "prod", tmp_path / "run.log")
+    try:
+        fraud = wait_for("fraud serving", lambda: rolled_out(state_dir, "fraud-detector"))
+        versions = {f"local-{i}": post(fraud["url"], fraud_rows, f"local-{i}") for i in range(6)}
+        table = lake / "prod" / "fraud" / "inference"
+        logged = wait_for(
+            "6 requests in the table",
+            lambda: len(logged_requests(table)) == 6 and logged_requests(table),
+        )
+        for request_id, rows in logged.items():
+            assert len(rows) == 5  # one row per input row
+            assert {r["model_version"] for r in rows} == {versions[request_id]}
+            assert sorted(r["mean_radius"] for r in rows) == sorted(
+                row[0] for row in fraud_rows["data"]
+            )
+        # Only the ModelDeployment that declares a table logs one.
+        assert [p.relative_to(lake).as_posix() for p in lake.glob("*/*/*")] == [
+            "prod/fraud/inference"
+        ]
+
+        # The table is a start-time setting: a new name (here under the default data root,
+        # <state dir>/tables) restarts the server, which logs there from then on.
+        pid_file = state_dir / "envs/prod/serving/fraud-detector.pid"
+        pid = read_pid(pid_file)
+        repo.write(env_file, repo.read(env_file).replace(f"  dataRoot: {lake}\n", ""))
+        repo.write(
+            FRAUD_FILE,
+            repo.read(FRAUD_FILE).replace("prod/fraud/inference", "prod/fraud/inference_v2"),
+        )
+        repo.commit("Log fraud-detector's requests to another table")
+        wait_for("the server restarted", lambda: read_pid(pid_file) not in (None, pid))
+        moved = state_dir / "tables" / "prod" / "fraud" / "inference_v2"
+
+        def answered() -> bool:
+            try:
+                post(fraud["url"], fraud_rows, "after-move")
+            except OSError:
+                return False
+            return True
+
+        wait_for("served again", answered)
+        wait_for("logged in the new table", lambda: "after-move" in logged_requests(moved))
+        assert set(logged_requests(table)) == set(versions)  # the first table is left as it was
+    finally:
+        assert runtime.stop() == 0
+        for pid_left in server_pids(state_dir):
+            os.kill(pid_left, signal.SIGKILL)

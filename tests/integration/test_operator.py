@@ -665,3 +665,108 @@ def test_git_sync_applies_prunes_restores_and_rejects_bad_revisions(
         wait_for("Environment Ready", lambda: ready(cluster, "prod", "environment"), timeout=10)
     finally:
         op.stop()
+
+
+def test_serving_replicas_get_the_inference_table_and_write_it_under_the_data_root(
+    cluster: Cluster, operator: OperatorProcess, state_dir: Path, tmp_path: Path
+) -> None:
+    """The operator renders ``serving.inferenceTable`` into the replica's arguments and the
+    Environment's data root into its environment; the replica it rendered, run here as the
+    kubelet would run it, writes the table there."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from deltalake import DeltaTable
+
+    from tests.helpers import free_port
+
+    lake = tmp_path / "lake"
+    env = yaml.safe_load(environment_yaml(state_dir))
+    env["spec"]["dataRoot"] = str(lake)
+    cluster.kubectl("apply", "--validate=false", "-n", NS, "-f", "-", input=yaml.safe_dump(env))
+    # The CRD refuses a name that leaves the lake, naming the field.
+    refused = cluster.kubectl(
+        "apply",
+        "--validate=false",
+        "-n",
+        NS,
+        "-f",
+        "-",
+        input=deployment_yaml(
+            "fraud-detector", serving={"replicas": 1, "inferenceTable": "prod/../etc/t"}
+        ),
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "spec.serving.inferenceTable" in refused.stderr
+    cluster.kubectl(
+        "apply",
+        "--validate=false",
+        "-n",
+        NS,
+        "-f",
+        "-",
+        input=deployment_yaml(
+            "fraud-detector", serving={"replicas": 1, "inferenceTable": "prod/fraud/inference"}
+        ),
+    )
+
+    def rendered() -> dict[str, Any] | None:
+        deployment = get(cluster, "deployment", "fraud-detector-serving")
+        if deployment is None:
+            return None
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        values = {e["name"]: e.get("value") for e in container["env"]}
+        return container if values.get("MLGITOPS_DATA_ROOT") == str(lake) else None
+
+    container = wait_for("the serving Deployment", rendered, timeout=90)
+    args = container["args"]
+    assert args[args.index("--inference-log") + 1] == "prod/fraud/inference"
+
+    # Run that replica: its arguments and literal environment, on loopback and a free port.
+    port = free_port()
+    args[args.index("--host") + 1] = "127.0.0.1"
+    args[args.index("--port") + 1] = str(port)
+    literal = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    log = tmp_path / "replica.log"
+    with log.open("wb") as out:
+        replica = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlgitops")), *args],
+            env={**os.environ, **literal},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def ready() -> bool:
+            assert replica.poll() is None, log.read_text()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                return bool(r.status == 200)
+
+        wait_for("the replica ready", ready, timeout=120)
+        from examples.models import dataset
+
+        rows = dataset("classifier")[0].head(3)
+        body = json.dumps(
+            {"dataframe_split": {"columns": list(rows.columns), "data": rows.values.tolist()}}
+        ).encode()
+        for i in range(4):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=body,
+                headers={"Content-Type": "application/json", "X-Request-Id": f"pod-{i}"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as r:
+                assert r.status == 200
+    finally:
+        if replica.poll() is None:
+            os.killpg(replica.pid, signal.SIGTERM)  # it flushes the log on the way out
+            replica.wait(timeout=60)
+    table = DeltaTable(str(lake / "prod" / "fraud" / "inference")).to_pyarrow_table()
+    assert table.num_rows == 12  # 4 requests of 3 rows
+    assert sorted(set(table.column("request_id").to_pylist())) == [f"pod-{i}" for i in range(4)]
+    assert set(table.column("model").to_pylist()) == {FRAUD}
+    assert table.column("mean_radius").to_pylist() == rows["mean_radius"].tolist() * 4

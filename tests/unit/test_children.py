@@ -170,6 +170,28 @@ def test_serving_pins_versions_in_the_pod_template_and_never_drops_capacity() ->
     assert after["metadata"]["annotations"]["mlgitops.io/champion"] == "3"
 
 
+def test_serving_replicas_log_to_the_declared_inference_table_under_the_data_root() -> None:
+    md = example()
+    assert (
+        "--inference-log" not in render(md)[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    data = yaml.safe_load((PROJECT / "environments/prod/fraud-detector.yaml").read_text())
+    data["spec"]["serving"]["inferenceTable"] = "prod/fraud/inference"
+    logged = ModelDeployment.model_validate(data)
+    lake = RenderContext("prod", CTX.image, CTX.tracking_uri, data_root="s3://lake/prod")
+    deployment = render_children(OWNER, logged.spec, "prod.fraud.fraud_detector", lake)[0]
+    kubernetes_validate.validate(deployment, "1.37", strict=True)
+    template = deployment["spec"]["template"]
+    [container] = template["spec"]["containers"]
+    args = container["args"]
+    # The name, not a URI: the replica resolves it under MLGITOPS_DATA_ROOT, as the batch job.
+    assert args[args.index("--inference-log") + 1] == "prod/fraud/inference"
+    assert {"name": "MLGITOPS_DATA_ROOT", "value": "s3://lake/prod"} in container["env"]
+    # Declaring (or changing) the table changes the pod template: Kubernetes rolls it out.
+    before = render_children(OWNER, md.spec, "prod.fraud.fraud_detector", lake)[0]
+    assert before["spec"]["template"] != template
+
+
 def test_monitor_compares_the_batch_output_with_the_baseline() -> None:
     [monitor] = [o for o in render() if o["metadata"]["name"] == "fraud-detector-monitor"]
     args = job_container(monitor)["args"]

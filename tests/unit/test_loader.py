@@ -141,6 +141,34 @@ def test_tables_stay_in_the_catalogs_the_environment_may_use(tables: str, expect
     assert any(p.startswith(f"e/{expected}") for p in found), found
 
 
+def logging_to(table: str) -> str:
+    """``MD`` whose serving replicas log to ``table`` (spec.serving.inferenceTable, line 10)."""
+    return MD.replace("    replicas: 2\n", f"    replicas: 2\n    inferenceTable: {table}\n")
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("prod/../etc", "String should match pattern"),
+        ("prod/fraud/..", "String should match pattern"),
+        ("/var/lib/inference", "String should match pattern"),
+        ("s3://other/inference", "String should match pattern"),
+        (
+            "dev/fraud/inference",
+            "table 'dev/fraud/inference' is in catalog 'dev', which environment 'prod' may not "
+            "write",
+        ),
+    ],
+)
+def test_the_inference_table_stays_in_the_environments_lake(table: str, expected: str) -> None:
+    """Every serving replica writes it: a name under the data root, in the own catalog."""
+    found = problems({"e/env.yaml": ENV, "e/md.yaml": logging_to(table)})
+    assert any(
+        p.startswith(f"e/md.yaml:10: spec.serving.inferenceTable: {expected}") for p in found
+    ), found
+    assert problems({"e/env.yaml": ENV, "e/md.yaml": logging_to("prod/fraud/inference")}) == []
+
+
 def test_read_catalogs_may_be_read_not_written() -> None:
     env = ENV + "  readCatalogs: [staging]\n"
     read = "  monitoring: {schedule: '0 1 * * *', baseline: staging/f/base}\n"
@@ -148,6 +176,10 @@ def test_read_catalogs_may_be_read_not_written() -> None:
     write = "  batchInference: {schedule: '0 1 * * *', input: staging/f/in, output: staging/f/o}\n"
     [problem] = problems({"e/env.yaml": env, "e/md.yaml": MD + write})
     assert "spec.batchInference.output" in problem
+    assert "may not write (allowed: prod)" in problem
+    # The serving replicas write the inference table: a read catalog is not enough.
+    [problem] = problems({"e/env.yaml": env, "e/md.yaml": logging_to("staging/f/inference")})
+    assert problem.startswith("e/md.yaml:10: spec.serving.inferenceTable: ")
     assert "may not write (allowed: prod)" in problem
 
 

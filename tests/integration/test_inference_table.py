@@ -471,6 +471,9 @@ def split_server(tmp_path: Path, seeded_store: Path) -> Iterator[tuple[Served, P
         "prod/fraud/inference",
         "--data-root",
         str(lake),
+        # Two processes appending to one table, as the replicas of a Deployment do.
+        "--workers",
+        "2",
     )
     try:
         server.wait_ready()

@@ -315,7 +315,10 @@ def main() -> int:
             f"{args.workers} worker(s) each; payload {args.payload}, {args.rows} rows x "
             f"{len(rows.columns)} columns ({len(body)} bytes)"
         )
-        code = measure(args, work, body_file, expected, ours, ports, config)
+        pids = {"ours": ours.pid, "mlflow": theirs.pid}
+        if logged is not None:
+            pids["logged"] = logged.pid
+        code = measure(args, work, body_file, expected, ours, ports, pids, config)
         if logged is not None:
             stop(logged)  # it flushes the inference log on the way out
             count_logged(table, args.warmup + args.rounds * args.requests, args.rows)
@@ -327,6 +330,22 @@ def main() -> int:
             stop(logged)
         if tmp is not None:
             tmp.cleanup()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and its descendants so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def count_logged(table: Path, requests: int, rows: int) -> None:
@@ -351,11 +370,14 @@ def measure(
     expected: dict[str, str],
     ours: subprocess.Popen[bytes],
     ports: dict[str, int],
+    pids: dict[str, int],
     config: Path,
 ) -> int:
     ours_port = ports["ours"]
     for port in ports.values():
         run_load(port, body_file, args.warmup, args.concurrency)
+    # CPU time is less sensitive than wall time to what else runs on a shared machine.
+    cpu_start = {who: cpu_seconds(pid) for who, pid in pids.items()}
     lat: dict[str, list[float]] = {who: [] for who in ports}
     wall = dict.fromkeys(ports, 0.0)
     failed = dict.fromkeys(ports, 0)
@@ -370,6 +392,8 @@ def measure(
             wall[who] += res["wall"]
             failed[who] += sum(n for k, n in res["outcomes"].items() if k != "200")
             per_round[who].append(args.requests / res["wall"])
+    time.sleep(3)  # what the inference log still had buffered is written meanwhile
+    cpu = {who: (cpu_seconds(pid) - cpu_start[who]) / len(lat[who]) for who, pid in pids.items()}
     tput = {who: len(lat[who]) / wall[who] for who in lat}
     p50 = {who: pct(lat[who], 0.50) * 1000 for who in lat}
     p99 = {who: pct(lat[who], 0.99) * 1000 for who in lat}
@@ -387,8 +411,13 @@ def measure(
         f"info: mean latency {statistics.fmean(lat['ours']) * 1000:.2f} ms "
         f"(mlflow: {statistics.fmean(lat['mlflow']) * 1000:.2f} ms)"
     )
+    print(
+        f"info: CPU per request {cpu['ours'] * 1000:.3f} ms (mlflow: {cpu['mlflow'] * 1000:.3f} "
+        "ms), the server's processes, idle time included"
+    )
     if "logged" in ports:
         for name, value, base, unit in (
+            ("CPU per request", cpu["logged"] * 1000, cpu["ours"] * 1000, "ms"),
             ("throughput", tput["logged"], tput["ours"], "req/s"),
             ("p50 latency", p50["logged"], p50["ours"], "ms"),
             ("p99 latency", p99["logged"], p99["ours"], "ms"),

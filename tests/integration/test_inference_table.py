@@ -4,7 +4,7 @@ The first tests take what the request path hands the inference log (the response
 MLflow's parsers or the scoring shortcut made, from ``Scorer.score_inputs`` on models loaded
 from the seeded store and on small pyfunc models with other signatures) and turn it into rows,
 as the writer thread does. The last ones run ``mlgitops serve`` itself, champion and challenger,
-under concurrent load, and read the table it wrote.
+under concurrent load, read the table it wrote, and run the monitoring CronJob over it.
 """
 
 from __future__ import annotations
@@ -588,3 +588,57 @@ def test_a_split_server_under_load_logs_every_input_row(
     assert table.num_rows == sum(
         1 if item["kind"] == "garbage" else len(item["rows"]) for item in plan
     )
+
+
+def test_the_monitor_cronjob_reads_the_table_the_server_wrote(
+    split_server: tuple[Served, Path], tmp_path: Path
+) -> None:
+    """The two pieces joined: a ModelDeployment with ``serving.inferenceTable`` and
+    ``monitoring.input: inference``, its monitoring CronJob's arguments as rendered, run over the
+    table a real server wrote."""
+    import yaml
+    from deltalake import write_deltalake
+    from typer.testing import CliRunner
+
+    from controller.api.documents import ModelDeployment
+    from controller.cli import app
+    from controller.planning.children import Owner, RenderContext, job_container, render_monitor
+    from examples.models import dataset
+    from tests.helpers import PROJECT
+
+    server, table_path = split_server
+    lake = table_path.parents[2]
+    features, _ = dataset("classifier")
+    write_deltalake(str(lake / "prod/fraud/training_baseline"), features)
+    answered = 0
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for i in range(30):
+            rows = features.iloc[i * 4 : i * 4 + 4]
+            body, ctype = bodies(rows)["dataframe_records"]
+            r = http.post("/invocations", content=body, headers={"Content-Type": ctype})
+            assert r.status_code == 200
+            answered += len(rows)
+        failed = http.post("/invocations", content=b"{", headers={"Content-Type": JSON})
+        assert failed.status_code == 400  # logged, but not a row the monitor compares
+    server.stop()
+
+    doc = yaml.safe_load((PROJECT / "environments/prod/fraud-detector.yaml").read_text())
+    doc["spec"]["serving"]["inferenceTable"] = "prod/fraud/inference"
+    doc["spec"]["monitoring"]["input"] = "inference"
+    md = ModelDeployment.model_validate(doc)
+    [cronjob] = render_monitor(
+        Owner("fraud-detector", "uid", "ml-prod"), md.spec, FRAUD, RenderContext("prod", "i", None)
+    )
+    args = list(job_container(cronjob)["args"])
+    args[args.index("--model") + 1] = f"models:/{FRAUD}/2"  # this store has no aliases
+    db = f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}"
+    ran = CliRunner().invoke(
+        app, [*args, "--data-root", str(lake), "--tracking-uri", db], catch_exceptions=False
+    )
+    assert ran.exit_code == 0, ran.stderr
+
+    drift = DeltaTable(str(lake / "prod/fraud/inference_drift")).to_pyarrow_table().to_pylist()
+    overall = [d for d in drift if d["model_version"] == "*"]
+    assert {d["feature"] for d in overall} == set(features.columns)  # the signature's inputs
+    assert sum({d["window"]: d["rows"] for d in overall}.values()) == answered  # 200s only
+    assert {d["model_version"] for d in drift} >= {"*", "2", "3"}  # champion and challenger

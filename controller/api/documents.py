@@ -18,7 +18,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -532,6 +534,39 @@ class ModelDeploymentSpec(Model):
     serving: ServingSpec = Field(default_factory=ServingSpec)
     batch_inference: BatchInferenceSpec | None = None
     monitoring: MonitoringSpec | None = None
+
+    def monitored(self) -> tuple[Literal["batch", "inference"], str | None]:
+        """What monitoring reads, as ``monitoring.input`` says: ``("batch",
+        batchInference.output)`` or ``("inference", serving.inferenceTable)``; omitted, the batch
+        output when there is batch inference, else the inference table. None: no such table."""
+        mon = self.monitoring
+        source = (mon.input if mon else None) or ("batch" if self.batch_inference else "inference")
+        if source == "batch":
+            return "batch", self.batch_inference.output if self.batch_inference else None
+        return "inference", self.serving.inference_table
+
+    @field_validator("monitoring")
+    @classmethod
+    def _something_to_monitor(
+        cls, mon: MonitoringSpec | None, info: ValidationInfo
+    ) -> MonitoringSpec | None:
+        # serving and batchInference come before monitoring: validated already (when valid).
+        if mon is None or "serving" not in info.data or "batch_inference" not in info.data:
+            return mon
+        batch, serving = info.data["batch_inference"], info.data["serving"]
+        source = mon.input or ("batch" if batch else "inference")
+        if source == "batch" and batch is None:
+            raise ValueError("input batch monitors batchInference.output: add batchInference")
+        if mon.input == "inference" and serving.inference_table is None:
+            raise ValueError(
+                "input inference monitors serving.inferenceTable: add serving.inferenceTable"
+            )
+        if source == "inference" and serving.inference_table is None:
+            raise ValueError(
+                "needs a table to monitor: add serving.inferenceTable (what the model server "
+                "logs) or batchInference (its output)"
+            )
+        return mon
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelDeploymentSpec:

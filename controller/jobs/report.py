@@ -98,18 +98,9 @@ def monitored_table(spec: ModelDeploymentSpec) -> Monitored:
     """``monitoring.input`` resolved: the batch output (``batchInference.output``) or the
     inference table (``serving.inferenceTable``); omitted, the batch output when there is batch
     inference, else the inference table. The one place that decides it for the report."""
-    mon = spec.monitoring
-    source = (mon.input if mon is not None else None) or (
-        "batch" if spec.batch_inference is not None else "inference"
-    )
-    if source == "batch":
-        output = spec.batch_inference.output if spec.batch_inference is not None else None
-        return Monitored("batch", output, "spec.batchInference.output")
-    # getattr: documents of a version without serving.inferenceTable have no such attribute.
-    table = getattr(spec.serving, "inference_table", None)
-    return Monitored(
-        "inference", str(table) if table is not None else None, "spec.serving.inferenceTable"
-    )
+    source, table = spec.monitored()
+    field = "spec.batchInference.output" if source == "batch" else "spec.serving.inferenceTable"
+    return Monitored(source, table, field)
 
 
 def monitor_spec(spec: ModelDeploymentSpec, data_root: str) -> MonitorSpec:

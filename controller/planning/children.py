@@ -290,21 +290,6 @@ def render_batch(
     return [_cronjob(owner, "batch", batch.schedule, args, ctx, env=[batch_id])]
 
 
-def monitored_input(spec: ModelDeploymentSpec) -> tuple[str, str] | None:
-    """What the monitoring CronJob compares with the baseline: ``("batch",
-    batchInference.output)`` or ``("inference", serving.inferenceTable)``, as
-    ``monitoring.input`` says (omitted: the batch output when there is batch inference, else the
-    inference table); None when the document names no such table."""
-    mon = spec.monitoring
-    source = (mon.input if mon is not None else None) or (
-        "batch" if spec.batch_inference is not None else "inference"
-    )
-    if source == "batch":
-        return ("batch", spec.batch_inference.output) if spec.batch_inference else None
-    table = spec.serving.inference_table
-    return ("inference", table) if table else None
-
-
 def render_monitor(
     owner: Owner, spec: ModelDeploymentSpec, model: str, ctx: RenderContext
 ) -> list[Obj]:
@@ -322,9 +307,8 @@ def render_monitor(
         "--threshold",
         str(mon.drift.threshold),
     ]
-    monitored = monitored_input(spec)
-    if monitored is not None:
-        source, table = monitored
+    source, table = spec.monitored()  # the loader refuses monitoring with no table
+    if table is not None:
         args += ["--current", table]  # the windows: its scored batches, or its requests by time
         if source == "inference":
             args += ["--source", "inference"]

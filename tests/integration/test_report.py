@@ -280,14 +280,13 @@ def test_bad_input_is_one_line_and_exit_2(scenario: Scenario, tmp_path: Path) ->
         "has no monitoring section\n",
     )
 
-    # Monitoring the inference table, which the document does not name. (The loader may come
-    # to refuse such a document itself; either way the line names the field.)
+    # Monitoring the inference table, which the document does not name: refused at load.
     with_monitoring(repo, MONITORING.replace("    lookback: 5\n", "    input: inference\n"))
     no_table = scenario.report("fraud-detector", "--env", "prod", repo=str(repo.path))
     assert no_table.code == 2
     [line] = no_table.stderr.splitlines()
     assert line.startswith("error: environments/prod/fraud-detector.yaml:")
-    assert "spec.serving.inferenceTable" in line
+    assert "spec.monitoring: input inference monitors serving.inferenceTable" in line
     assert not list(tmp_path.glob("*.html"))
 
 

@@ -334,12 +334,20 @@ def test_a_valid_deployment_passes() -> None:
     doc = _deployment(
         champion={"version": "2"},
         challenger={"version": "3"},
-        serving={"replicas": 2, "traffic": {"challenger": 10}},
+        serving={
+            "replicas": 2,
+            "traffic": {"challenger": 10},
+            "inferenceTable": "prod/fraud/requests",
+        },
         monitoring={
             "schedule": "0 8 * * *",
             "baseline": "prod/fraud/baseline",
+            "window": "1d",
             "drift": {"threshold": 0.2},
+            "labels": {"table": "prod/fraud/labels", "key": ["request_id"], "target": "label"},
+            "quality": [{"metric": "f1", "min": 0.8}],
         },
+        promotion={"online": {"metric": "f1", "minChange": 0.01, "minLabeledRows": 200}},
     )
     ModelDeploymentSpec.model_validate(doc["spec"])
     assert list(_md_validator().iter_errors(doc)) == []

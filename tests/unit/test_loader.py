@@ -129,9 +129,15 @@ def test_a_tracking_uri_without_credentials_is_accepted() -> None:
             "which environment 'prod' may not write",
         ),
         (
-            "  monitoring: {schedule: '0 1 * * *', baseline: staging/f/base}",
+            "  monitoring: {schedule: '0 1 * * *', baseline: staging/f/base}\n"
+            "  batchInference: {schedule: '0 1 * * *', input: prod/f/in, output: prod/f/out}",
             "md.yaml:10: spec.monitoring.baseline: table 'staging/f/base' is in catalog "
             "'staging', which environment 'prod' may not read",
+        ),
+        (
+            "  monitoring: {schedule: '0 1 * * *', baseline: prod/f/base}",
+            "md.yaml:10: spec.monitoring: needs a table to monitor: add serving.inferenceTable "
+            "(what the model server logs) or batchInference (its output)",
         ),
     ],
 )
@@ -172,6 +178,7 @@ def test_the_inference_table_stays_in_the_environments_lake(table: str, expected
 def test_read_catalogs_may_be_read_not_written() -> None:
     env = ENV + "  readCatalogs: [staging]\n"
     read = "  monitoring: {schedule: '0 1 * * *', baseline: staging/f/base}\n"
+    read += "  batchInference: {schedule: '0 1 * * *', input: prod/f/in, output: prod/f/out}\n"
     assert problems({"e/env.yaml": env, "e/md.yaml": MD + read}) == []
     write = "  batchInference: {schedule: '0 1 * * *', input: staging/f/in, output: staging/f/o}\n"
     [problem] = problems({"e/env.yaml": env, "e/md.yaml": MD + write})

@@ -385,3 +385,92 @@ def test_manual_policy_pushes_a_branch_and_awaits_its_merge(
         lambda: "fraud-detector-v4" in git(repo.path, "branch", "--list", "mlgitops/*"),
     )
     assert registry.aliases(FRAUD) == {"challenger": "4"}
+
+
+ONLINE_DOC = """\
+# Credit-card fraud: the challenger serves 30% and is promoted when it wins on labeled traffic.
+apiVersion: mlgitops.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: fraud-detector
+spec:
+  model: fraud.fraud_detector
+  champion:
+    version: "2"
+  challenger:
+    version: "3"
+  promotion:
+    policy: auto
+    online: {metric: accuracy, minChange: 0.05, minLabeledRows: 50}
+  serving:
+    traffic: {challenger: 30}
+    inferenceTable: prod/fraud/requests
+  monitoring:
+    schedule: "0 * * * *"
+    baseline: prod/fraud/training_baseline
+    lookback: 3
+    labels: {table: prod/fraud/labels, key: [request_id], target: label}
+"""
+
+
+def test_a_challenger_that_wins_online_is_promoted_through_git(
+    repo: ConfigRepo, state_dir: Path, registry: RegistryView
+) -> None:
+    """promotion.online: the monitoring job, run with the arguments its CronJob carries over the
+    inference table and the labels that landed, finds the challenger better; the next pass
+    writes the champion commit (trailer and all) and the sync moves the alias."""
+    import datetime as dt
+
+    import numpy as np
+    import yaml
+    from typer.testing import CliRunner
+
+    from controller.api.documents import ModelDeployment
+    from controller.cli import app
+    from controller.planning.children import Owner, RenderContext, job_container, render_children
+    from examples.models import dataset
+
+    git(repo.path, "config", "receive.denyCurrentBranch", "updateInstead")
+    repo.write(FRAUD_FILE, ONLINE_DOC)
+    repo.commit("The fraud detector's challenger is judged on live traffic")
+    loop = Loop(repo, state_dir)
+    loop.until("the pins", lambda: registry.aliases(FRAUD) == {"champion": "2", "challenger": "3"})
+    waiting = loop.once().status["models"]["fraud-detector"]["status"]["promotion"]["waiting"]
+    assert waiting == "challenger 3 awaits its online comparison (no labeled traffic yet)"
+
+    # What the model servers logged (the challenger right more often) and the labels that landed.
+    tables = state_dir / "tables"
+    features, truth = dataset("classifier")
+    write_deltalake(str(tables / "prod/fraud/training_baseline"), features)
+    rng = np.random.default_rng(8)
+    n, now = len(features), dt.datetime.now(dt.UTC)
+    challenger = rng.random(n) < 0.3
+    right = rng.random(n) < np.where(challenger, 0.97, 0.8)
+    requests = features.assign(
+        request_id=[f"r{i}" for i in range(n)],
+        timestamp=[now - dt.timedelta(minutes=int(m)) for m in rng.integers(0, 100, n)],
+        model_version=np.where(challenger, "3", "2"),
+        role=np.where(challenger, "challenger", "champion"),
+        status=np.int32(200),
+        prediction=np.where(right, truth, 1 - truth),
+    )
+    write_deltalake(str(tables / "prod/fraud/requests"), requests)
+    write_deltalake(
+        str(tables / "prod/fraud/labels"),
+        requests[["request_id"]].assign(label=truth).sample(frac=0.8, random_state=1),
+    )
+    md = ModelDeployment.model_validate(yaml.safe_load(ONLINE_DOC))
+    children = render_children(
+        Owner("fraud-detector", "uid", "ml-prod"), md.spec, FRAUD, RenderContext("prod", "i", None)
+    )
+    [cronjob] = [c for c in children if c["metadata"]["name"] == "fraud-detector-monitor"]
+    argv = [*job_container(cronjob)["args"], "--data-root", str(tables)]
+    ran = CliRunner().invoke(app, [*argv, "--tracking-uri", loop.uri], catch_exceptions=False)
+    assert ran.exit_code == 0, ran.stderr
+    assert "online comparison: challenger 3 WON against champion 2" in ran.stdout
+
+    loop.until("champion 3", lambda: registry.aliases(FRAUD) == {"champion": "3"})
+    assert trailers(repo.path) == ["prod/fraud-detector/champion/v3"]
+    message = git(repo.path, "log", "-1", "--format=%B", "main")
+    assert "WON online against champion 2: accuracy 0.9" in message
+    assert "PromotionCommitted" in loop.reasons()

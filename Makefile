@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup test unit lint typecheck manifests demo bench bench-operator e2e clean
+.PHONY: setup test unit lint typecheck manifests demo bench bench-operator bench-monitor e2e clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP) ## create .venv and install mlgitops with its dev tools (pinned)
 
 test: setup lint typecheck ## lint, type-check, then every test but the e2e tier (make e2e)
-	@$(PY) -m compileall -q controller tests bench examples > /dev/null  # the tests start many processes
+	@$(PY) -m compileall -q -x '/\.venv' controller tests bench examples > /dev/null  # the tests start many processes
 	$(PY) -m pytest -q
 
 unit: setup
@@ -46,10 +46,24 @@ bench: setup
 bench-operator: setup
 	$(PY) bench/operator_scale.py $(if $(CLUSTER),--kubeconfig "$(CLUSTER)")
 
+# Drift monitoring against Evidently, batch scoring against a bare pyfunc predict (1,000,000 rows;
+# ROWS=N for fewer). Evidently gets a venv of its own, $(EVIDENTLY_VENV), from exact pins: it does
+# not import on the project's pandas 3, and is no dependency of mlgitops.
+EVIDENTLY_VENV := bench/.venv-evidently
+EVIDENTLY_STAMP := $(EVIDENTLY_VENV)/.installed-$(shell sha1sum bench/requirements-evidently.txt | cut -c1-12)
+
+$(EVIDENTLY_STAMP): bench/requirements-evidently.txt | $(STAMP)
+	@test -x $(EVIDENTLY_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(EVIDENTLY_VENV)
+	$(UV) pip install --quiet --compile-bytecode --python $(EVIDENTLY_VENV)/bin/python -r bench/requirements-evidently.txt
+	@rm -f $(EVIDENTLY_VENV)/.installed-* && touch $@
+
+bench-monitor: setup $(EVIDENTLY_STAMP)
+	$(PY) bench/monitor.py --evidently-python $(EVIDENTLY_VENV)/bin/python $(if $(ROWS),--rows $(ROWS))
+
 e2e: setup ## the operator scenarios and the emulator's conformance on the cluster in $KUBECONFIG
 	@test -n "$$KUBECONFIG" || { echo "make e2e: set KUBECONFIG to a cluster (see README)"; exit 2; }
 	MLGITOPS_E2E_KUBECONFIG="$$KUBECONFIG" MLGITOPS_CONFORMANCE_KUBECONFIG="$$KUBECONFIG" \
 	  $(PY) -m pytest -q tests/e2e tests/k8s/test_conformance.py
 
 clean:
-	rm -rf $(VENV) .mlgitops .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(EVIDENTLY_VENV) .mlgitops .demo .pytest_cache .mypy_cache .ruff_cache

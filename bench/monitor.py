@@ -572,7 +572,7 @@ def main() -> None:
         parser.error("--rows: at least 1000")
     python: Path | None = None
     if not args.without_evidently:
-        python = args.evidently_python
+        python = args.evidently_python.absolute()  # not resolve(): a venv's python is a symlink
         if not python.exists():
             parser.error(
                 f"{python} does not exist: `make bench-monitor` builds Evidently's venv "

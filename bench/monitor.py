@@ -75,7 +75,9 @@ models:/bench.drift.classifier@champion --input <current> --output <scored>`` (s
 of 100,000 rows and writes each to the output Delta table) against a bare process that loads the
 same version with ``mlflow.pyfunc.load_model`` and predicts the same rows in one call. Reading the
 table is included in both, so are imports and loading the model; writing the output is ours only
-(it is the job). Throughput is rows / the process's wall time.
+(it is the job: about 2 s of 10 Delta commits at a million rows). Throughput is rows / the
+process's wall time, best of 2 rounds per side run alternately (ours, bare, bare, ours): single
+rounds on this shared machine varied by 10 to 20%, and the target's margin is about that.
 
 Every figure is printed next to its baseline from this run (``common.figure``), every target as a
 ``PASS``/``FAIL`` line; a missed target does not change the exit code.
@@ -106,6 +108,7 @@ EVIDENTLY_SIDE = Path(__file__).resolve().parent / "monitor_evidently.py"
 THRESHOLD = 0.2  # the monitor's default, for both methods
 MODEL = "bench.drift.classifier"
 TRAIN_ROWS = 20_000
+BATCH_ROUNDS = 2  # per side, alternating; the best counts
 SEED = 12
 
 
@@ -507,38 +510,54 @@ def predict_main(argv: Sequence[str]) -> None:
 
 
 def run_batch(work: Path, baseline: str, current: str, rows: int) -> list[bool]:
+    """``mlgitops batch`` and the bare predict, ``BATCH_ROUNDS`` each, alternating (ours, bare,
+    bare, ours, ...) so a change in the machine's load hits both; each side's best round counts.
+    Every round of ours writes a fresh output table, so none replaces an earlier batch."""
     from deltalake import DeltaTable
 
     tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
     start = time.perf_counter()
     model_uri = register_model(work, baseline, tracking_uri)
     print(
-        f"setup: trained on {TRAIN_ROWS} rows and registered {model_uri} in {time.perf_counter() - start:.1f} s"
+        f"setup: trained on {TRAIN_ROWS} rows and registered {model_uri} in "
+        f"{time.perf_counter() - start:.1f} s"
     )
-    output = str(work / "lake" / "scored")
-    argv = [MLGITOPS, "batch", "--model", model_uri, "--input", current, "--output", output]
-    argv += ["--tracking-uri", tracking_uri, "--batch-id", "bench"]
-    ours = measure(argv, cwd=work, env=job_env(work))
-    bare = measure(
-        [sys.executable, __file__, "_predict", model_uri, current, tracking_uri],
-        cwd=work,
-        env=job_env(work),
+    bare_argv = [sys.executable, __file__, "_predict", model_uri, current, tracking_uri]
+    ours: list[Run] = []
+    bare: list[Run] = []
+    for i in range(BATCH_ROUNDS):
+        output = str(work / "lake" / f"scored_{i}")
+        argv = [MLGITOPS, "batch", "--model", model_uri, "--input", current, "--output", output]
+        argv += ["--tracking-uri", tracking_uri, "--batch-id", "bench"]
+        for side in ("ours", "bare") if i % 2 == 0 else ("bare", "ours"):
+            if side == "ours":
+                ours.append(measure(argv, cwd=work, env=job_env(work)))
+            else:
+                bare.append(measure(bare_argv, cwd=work, env=job_env(work)))
+    expected = json.loads(bare[0].stdout.strip().splitlines()[-1])
+    scored = DeltaTable(str(work / "lake" / "scored_0")).to_pyarrow_dataset()
+    predictions = scored.to_table(columns=["prediction"])["prediction"].to_pylist()
+    positive = sum(1 for p in predictions if p == 1)
+    print(f"\n== batch scoring: {rows} rows, {model_uri}, best of {BATCH_ROUNDS} rounds ==")
+    print(
+        "info: rounds, wall: mlgitops "
+        + ", ".join(f"{r.wall:.3f}" for r in ours)
+        + " s; bare "
+        + ", ".join(f"{r.wall:.3f}" for r in bare)
+        + " s"
     )
-    expected = json.loads(bare.stdout.strip().splitlines()[-1])
-    scored = DeltaTable(output).to_pyarrow_dataset().to_table(columns=["prediction"])
-    positive = int(sum(1 for p in scored["prediction"].to_pylist() if p == 1))
-    print(f"\n== batch scoring: {rows} rows, {model_uri} ==")
     results = [
         verdict(
-            scored.num_rows == expected["rows"] == rows and positive == expected["positive"],
-            f"mlgitops batch scored every row as the bare predict did ({scored.num_rows} rows, "
+            len(predictions) == expected["rows"] == rows and positive == expected["positive"],
+            f"mlgitops batch scored every row as the bare predict did ({len(predictions)} rows, "
             f"{positive} positive vs {expected['rows']}, {expected['positive']})",
         )
     ]
-    ours_rate, bare_rate = rows / ours.wall, rows / bare.wall
+    best_ours, best_bare = min(r.wall for r in ours), min(r.wall for r in bare)
+    ours_rate, bare_rate = rows / best_ours, rows / best_bare
     figure("batch throughput (rows/s)", ours_rate, bare_rate)
-    figure("batch wall", ours.wall, bare.wall, "s")
-    figure("batch peak RSS", ours.peak_mib, bare.peak_mib, "MiB")
+    figure("batch wall", best_ours, best_bare, "s")
+    figure("batch peak RSS", max(r.peak_mib for r in ours), max(r.peak_mib for r in bare), "MiB")
     results.append(
         verdict(
             ours_rate >= 0.9 * bare_rate,

@@ -36,13 +36,14 @@ monitor compares it whole (as it does any table that is not a batch output).
 
 **Monitor**, for each method (psi, then ks), each side as a process of its own, measured alike:
 wall time from start to exit, and peak RSS from ``os.wait4`` (the kernel's ``ru_maxrss`` of that
-very child). Both read the two Delta tables themselves (into pandas, through pyarrow), so reading
-counts on both sides, and both pay their imports.
+very child). Both read the two Delta tables themselves (deltalake; Evidently into pandas, the
+monitor into Arrow), so reading counts on both sides, and both pay their imports.
 
 - mlgitops: the real CLI, ``mlgitops monitor --baseline B --current C --method M --threshold
   T`` (the options the monitoring CronJob passes; no ``--model``, so every shared column is
-  compared). Its per-feature statistics and verdicts are read afterwards from the report table it
-  writes (``<current>_drift``, its default), not from its output.
+  compared). Its per-feature statistics and verdicts are read afterwards from the drift table it
+  writes (``<current>_drift``, its default; the rows covering the whole window), not from its
+  output.
 - Evidently 0.7.23: ``Report([DataDriftPreset(columns=..., method=M, threshold=T)],
   include_tests=True)`` on ``Dataset.from_pandas`` of the two tables with the column types
   declared; its verdict per feature is its own "Value Drift" test. The targets are against this,
@@ -62,11 +63,12 @@ counts on both sides, and both pay their imports.
   statistic (drift when D > threshold), and at a million rows p underflows to 0 for any D above
   about 0.03, so no p-value threshold can mean D > 0.2. Evidently is therefore given a custom
   stat test (its documented extension point), ``ks_statistic``: scipy's ``ks_2samp`` statistic,
-  drift when it exceeds the threshold, which is our definition and the same scipy call as its
-  built-in makes (so the cost around it is Evidently's own). KS is compared on the numeric
+  drift when it exceeds the threshold: our definition (the monitor computes the same statistic
+  in NumPy; the values printed agree to the last digit), and the same scipy call as Evidently's
+  built-in makes, so the cost around it is Evidently's own. KS is compared on the numeric
   features only: ours does not compute KS for text columns, nor does Evidently.
-- Also a bare process that only reads the two tables into pandas (the project's venv): the floor
-  of any monitor that works on pandas frames.
+- Also a bare process that only reads the two tables into pandas (the project's venv), a floor
+  for Evidently and a yardstick for the monitor (which keeps them in Arrow).
 
 **Batch scoring**: a scikit-learn pipeline (impute, scale, one-hot, logistic regression) trained
 on 20,000 baseline rows, logged to a SQLite MLflow store in the work directory, registered as
@@ -314,7 +316,7 @@ EVIDENTLY = {"preset": "Evidently DataDriftPreset", "columns": "Evidently ValueD
 
 def run_mlgitops_monitor(work: Path, baseline: str, current: str, method: str) -> Verdicts:
     """The real CLI, with the options the monitoring CronJob passes; the verdicts are read from
-    the report table it wrote (its default, ``<current>_drift``), this run's rows."""
+    the drift table it wrote (its default, ``<current>_drift``), this run's rows."""
     from deltalake import DeltaTable
 
     argv = [MLGITOPS, "monitor", "--baseline", baseline, "--current", current]
@@ -322,7 +324,13 @@ def run_mlgitops_monitor(work: Path, baseline: str, current: str, method: str) -
     run = measure(argv, cwd=work, env=job_env(work))
     report = DeltaTable(current.rstrip("/") + "_drift").to_pyarrow_table().to_pylist()
     latest = max(r["checked_at"] for r in report)
-    rows = [r for r in report if r["checked_at"] == latest and r["method"] == method]
+    rows = [
+        r
+        for r in report
+        if r["checked_at"] == latest
+        and r["method"] == method
+        and r.get("model_version", "*") == "*"  # the rows covering the whole window
+    ]
     return Verdicts(run, {r["feature"]: (float(r["statistic"]), bool(r["drifted"])) for r in rows})
 
 

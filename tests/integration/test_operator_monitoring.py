@@ -20,6 +20,7 @@ import yaml
 from deltalake import write_deltalake
 
 from tests.helpers import PROJECT, MlflowServer, OperatorProcess, RegistryView, wait_for
+from tests.integration.test_monitor import MONITORED
 from tests.integration.test_operator import NS, OPERATOR, cluster, get
 from tests.integration.test_operator_promotion import play_validation, reasons
 from tests.integration.test_operator_training import server
@@ -28,26 +29,6 @@ from tests.k8s.fixtures import Cluster
 
 __all__ = ["cluster", "server"]
 FRAUD = "prod.fraud.fraud_detector"
-
-MONITORED_DOC = """\
-apiVersion: mlgitops.io/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: fraud-detector
-spec:
-  model: fraud.fraud_detector
-  champion: {version: "2"}
-  serving: {enabled: false}
-  batchInference:
-    schedule: "0 11 * * *"
-    input: prod/fraud/transactions_daily
-    output: prod/fraud/scores_daily
-  monitoring:
-    schedule: "0 8 * * *"
-    baseline: prod/fraud/training_baseline
-    drift: {method: psi, threshold: 0.2}
-    retrain: {violations: 1, windows: 2}
-"""
 
 
 def _tables(root: Path) -> None:
@@ -86,7 +67,7 @@ def test_the_monitoring_job_alerts_reach_events_and_notifications_once_per_windo
         }
     ]
     cluster.kubectl("apply", "--validate=false", "-n", NS, "-f", "-", input=yaml.safe_dump(env))
-    cluster.kubectl("apply", "--validate=false", "-n", NS, "-f", "-", input=MONITORED_DOC)
+    cluster.kubectl("apply", "--validate=false", "-n", NS, "-f", "-", input=MONITORED)
     op = OperatorProcess(
         cluster.kubeconfig_for(OPERATOR),
         state_dir,

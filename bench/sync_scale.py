@@ -116,6 +116,8 @@ def _deployment_yaml(i: int, *, champion: str) -> str:
     lines += ["  serving:", "    enabled: true", f"    replicas: {1 + i % 3}"]
     if has_challenger and i % 4 == 0:
         lines.append("    traffic: {challenger: 10}")
+    if i % 6 == 0:  # monitored: what the model servers log
+        lines.append(f"    inferenceTable: {CATALOG}/{schema}/{name}_requests")
     if i % 4 == 1:
         lines += [
             "  batchInference:",

@@ -666,6 +666,7 @@ def test_defaults_are_filled_in(api: Target) -> None:
         "monitoring": {
             "schedule": "@daily",
             "baseline": "prod/f/base",
+            "lookback": 3,
             "drift": {"method": "psi", "threshold": 0.2},
         },
         "promotion": {"policy": "manual"},

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 READY_TIMEOUT = 120.0  # a cold import on a busy machine
+REPLY_TIMEOUT = 30.0  # a fork, once imported
 
 
 class ForkServerError(Exception):
@@ -105,12 +106,13 @@ class ForkServer:
             assert proc.stdout is not None
             try:
                 if not self._ready:
-                    self._ready = _reply(proc.stdout).get("ready") is True
+                    ready = _reply(proc.stdout, READY_TIMEOUT)
+                    self._ready = ready.get("ready") is True
                     if not self._ready:
                         raise ForkServerError("the fork server did not start")
                 proc.stdin.write(json.dumps(request) + "\n")
                 proc.stdin.flush()
-                reply = _reply(proc.stdout)
+                reply = _reply(proc.stdout, REPLY_TIMEOUT)
             except (OSError, ValueError) as e:
                 self._stop()
                 raise ForkServerError(f"the fork server failed: {e}") from e
@@ -139,7 +141,13 @@ class ForkServer:
             proc.stdout.close()
 
 
-def _reply(out: IO[str]) -> dict[str, Any]:
+def _reply(out: IO[str], timeout: float) -> dict[str, Any]:
+    """The server's next line (it writes one per request, so nothing waits in the buffer)."""
+    import select
+
+    readable, _, _ = select.select([out], [], [], timeout)
+    if not readable:
+        raise OSError(f"the fork server did not answer within {timeout:g} s")
     line = out.readline()
     if not line:
         raise OSError("the fork server exited")

@@ -81,7 +81,8 @@ def models(seeded_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     try:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        mlflow.set_experiment("inference-table")
+        # Not set_experiment: this process's active experiment would leak into later tests.
+        experiment = mlflow.MlflowClient(uri, uri).create_experiment("inference-table")
         signature = ModelSignature(
             inputs=Schema(
                 [
@@ -95,7 +96,7 @@ def models(seeded_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
                 ]
             )
         )
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment):
             mlflow.pyfunc.log_model(
                 name="typed",
                 python_model=Typed(),

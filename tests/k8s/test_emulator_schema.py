@@ -256,6 +256,7 @@ async def test_defaults_and_nulls_as_the_api_server_stores_them(api: Api) -> Non
         "monitoring": {
             "schedule": "@daily",
             "baseline": "prod/f/base",
+            "lookback": 3,
             "drift": {"method": "psi", "threshold": 0.2},
         },
     }

@@ -161,8 +161,6 @@ class WindowResult:
     quality: list[Quality] = field(default_factory=list)
     by_version: list[tuple[str, FeatureDrift]] = field(default_factory=list)  # several versions
     profiles: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (column, stats)
-    was_drifted: bool = False  # before this run (a window computed again)
-    was_breached: bool = False
 
     @property
     def drifted(self) -> list[FeatureDrift]:
@@ -382,7 +380,6 @@ def run_monitor(
     for w in result.windows:
         if w.rows == 0:
             result.findings.append(f"window {w.window}: no rows")
-    _previous_verdicts(spec, result)
     _write(spec, result, moment)
     if spec.retrain is not None:
         _retrain(spec, result)
@@ -496,26 +493,6 @@ def _count(rows: Any, version: str) -> int:
 
 
 # --- tables --------------------------------------------------------------------------------
-
-
-def _previous_verdicts(spec: MonitorSpec, result: MonitorResult) -> None:
-    """What the metric tables said of this run's windows before it (for alerting once)."""
-    ids = [w.window for w in result.windows]
-    drift = read_table(spec.table("drift"), spec.storage_options, windows=ids)
-    quality = read_table(spec.table("quality"), spec.storage_options, windows=ids)
-    drifted = _windows_where(drift, "drifted")
-    breached = _windows_where(quality, "breached")
-    for w in result.windows:
-        w.was_drifted = w.window in drifted
-        w.was_breached = w.window in breached
-
-
-def _windows_where(table: Any, flag: str) -> set[str]:
-    if table is None or flag not in table.column_names:
-        return set()
-    whole = pc.equal(table["model_version"], ALL)
-    hits = table.filter(pc.and_(whole, pc.fill_null(table[flag], False)))
-    return {str(w) for w in hits["window"].to_pylist()}
 
 
 DRIFT_SCHEMA = pa.schema(

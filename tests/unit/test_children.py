@@ -217,16 +217,21 @@ def test_monitor_compares_the_batch_output_with_the_baseline() -> None:
     assert monitor["spec"]["schedule"] == "0 8 * * *"
 
 
-def test_a_monitor_of_the_inference_table_reads_the_table_the_replicas_write() -> None:
-    data = yaml.safe_load((PROJECT / "environments/prod/fraud-detector.yaml").read_text())
-    data["spec"]["serving"]["inferenceTable"] = "prod/fraud/inference"
-    data["spec"]["monitoring"]["input"] = "inference"
+def _monitor_args(data: dict[str, Any]) -> list[str]:
+    """The args of the monitoring CronJob rendered from ModelDeployment ``data``."""
     [monitor] = [
         o
         for o in render(ModelDeployment.model_validate(data))
         if o["metadata"]["name"] == "fraud-detector-monitor"
     ]
-    args = job_container(monitor)["args"]
+    return list(job_container(monitor)["args"])
+
+
+def test_a_monitor_of_the_inference_table_reads_the_table_the_replicas_write() -> None:
+    data = yaml.safe_load((PROJECT / "environments/prod/fraud-detector.yaml").read_text())
+    data["spec"]["serving"]["inferenceTable"] = "prod/fraud/inference"
+    data["spec"]["monitoring"]["input"] = "inference"
+    args = _monitor_args(data)
     assert args[args.index("--current") + 1 : args.index("--current") + 4] == [
         "prod/fraud/inference",
         "--source",
@@ -234,17 +239,12 @@ def test_a_monitor_of_the_inference_table_reads_the_table_the_replicas_write() -
     ]
     # Omitted, the input is the batch output when there is batch inference...
     del data["spec"]["monitoring"]["input"]
-    args = job_container(render(ModelDeployment.model_validate(data))[3])["args"]
+    args = _monitor_args(data)
     assert args[args.index("--current") + 1] == "prod/fraud/scores_daily"
     assert "--source" not in args
     # ... else the inference table.
     del data["spec"]["batchInference"]
-    [monitor] = [
-        o
-        for o in render(ModelDeployment.model_validate(data))
-        if o["metadata"]["name"] == "fraud-detector-monitor"
-    ]
-    args = job_container(monitor)["args"]
+    args = _monitor_args(data)
     assert args[args.index("--current") + 1 : args.index("--current") + 4] == [
         "prod/fraud/inference",
         "--source",

@@ -8,6 +8,7 @@
 - ``jobs``: ``batch``, ``monitor`` (what the CronJobs run); ``serve``: the model server
 - ``report``: ``report`` (the monitoring report of a ModelDeployment, as one HTML file)
 - ``validation``: ``validate-model`` (a new version validated and compared with the champion)
+- ``ui``: ``ui`` (the web dashboard on one machine)
 - ``options``: the options, output and failure path they share
 
 Modules import their heavy dependencies (MLflow, kopf) inside the command that needs them, so
@@ -29,6 +30,7 @@ from controller.cli import (
     run,
     serve,
     training,
+    ui,
     validation,
 )
 
@@ -61,6 +63,7 @@ for command in (
     report.report,
     serve.serve,
     validation.validate_model,
+    ui.ui,
 ):
     app.command()(command)
 

@@ -3,13 +3,13 @@
 The registry is the record that outlives the state directory and the controller: the alias
 changes every sync tags on the versions (``mlgitops.history.*``), and the tags of the promotion
 path (validations, comparisons, proposals, rollbacks). Their times come from where each was
-decided: the validation run's end, the promotion commit in Git, the sync. The merge itself is
-``pipeline.history.timeline``, a pure function.
+decided: the validation run's end, the promotion commit in Git, the sync. ``records`` reads them
+(the dashboard does the same) and ``pipeline.history.timeline``, a pure function, merges them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -17,29 +17,6 @@ from rich.table import Table
 from controller.cli import options
 from controller.cli.options import EnvOpt, RepoOpt, RevOpt, StateOpt
 from controller.errors import InvalidInput, Unavailable
-from controller.pipeline.history import Entry, iso_from_ms, lookups, timeline
-
-if TYPE_CHECKING:
-    from controller.planning.ports import Registry, Tracking
-    from controller.sources import GitSource
-
-
-def _model_history(
-    model: str, registry: Registry, tracking: Tracking, source: GitSource
-) -> list[Entry]:
-    versions = tracking.model_versions(model)
-    runs, commits = lookups(versions)
-    run_times: dict[str, str | None] = {}
-    for run_id in sorted(runs):
-        run = tracking.get_run(run_id)
-        if run is not None:
-            run_times[run_id] = iso_from_ms(run.end_time or run.start_time)
-    return timeline(
-        events=registry.history(model=model),
-        versions=versions,
-        run_times=run_times,
-        commit_times={sha: source.commit_time(sha) for sha in sorted(commits)},
-    )
 
 
 def history(
@@ -60,6 +37,7 @@ def history(
     better one was recorded.
     """
     from controller.engine import load_desired
+    from controller.records import model_history
 
     state = options.state_for(state_dir)
     source = options.source_for(repo, state)
@@ -77,7 +55,7 @@ def history(
         for d in desired.deployments:
             if model and d.doc.metadata.name != model:
                 continue
-            for e in _model_history(d.registered_model, registry, tracking, source):
+            for e in model_history(d.registered_model, registry, tracking, source):
                 shown += 1
                 approximate += e.approximate
                 when = (e.time or "")[:19].replace("T", " ") + ("*" if e.approximate else "")

@@ -133,18 +133,14 @@ def runs(
     Read from MLflow, the record that outlives the controller and its state directory.
     """
     from controller.engine import load_desired
-    from controller.pipeline.training import TAG_DEPLOYMENT, TAG_ENVIRONMENT
-    from controller.training import experiment_name, run_status
+    from controller.records import training_runs
 
     state = state_for(state_dir)
     source = source_for(repo, state)
     try:
         _, desired = load_desired(source, env=env, rev=None)
         tracking = tracking_factory(state)(desired.environment.spec.registry.tracking_uri)
-        experiment = tracking.experiment_id(experiment_name(env, name))
-        found = tracking.search_runs(
-            experiment_id=experiment, tags={TAG_ENVIRONMENT: env, TAG_DEPLOYMENT: name}
-        )
+        found = training_runs(tracking, env, name)
     except MlgitopsError as exc:
         fail(error_lines(exc))
     finally:
@@ -155,8 +151,7 @@ def runs(
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in ("RUN", "TRIGGER", "KEY", "ATTEMPT", "STATE", "STARTED", "VERSION", "REASON"):
         table.add_column(col, overflow="fold")
-    for run in found:
-        shown = run_status(run)
+    for shown in found:
         table.add_row(
             shown.run_id,
             shown.trigger,

@@ -91,6 +91,8 @@ def line_chart(
     for n, (label, _, _) in enumerate(series[:8]):
         colour = PALETTE[n % len(PALETTE)]
         text = escape(label[:18])
+        if cursor + 11 + 6 * len(label[:18]) > WIDTH:
+            break  # the legend is one line: what does not fit is in each line's tooltip
         parts.append(
             f'<rect x="{cursor}" y="{legend_y - 8}" width="8" height="8" fill="{colour}"/>'
             f'<text x="{cursor + 11}" y="{legend_y}" font-size="10">{text}</text>'

@@ -12,10 +12,8 @@ test's temporary directory.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,6 @@ MONITORING = """  monitoring:
     quality: [{metric: accuracy, min: 0.9}]
     retrain: {violations: 2, windows: 5}
 """
-CHROMIUM = shutil.which("chromium")
 
 
 def with_monitoring(repo: ConfigRepo, block: str = MONITORING) -> str:
@@ -136,22 +133,6 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, seeded_store: Path) -> Sc
 
 def _charts(page_html: str) -> list[tuple[str, str]]:
     return re.findall(r'<figure class="chart" data-chart="(\w+)" data-name="([^"]*)">', page_html)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed: .ci/run installs Debian's chromium package")
-        pytest.skip("needs Debian's chromium package (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 # What each chart drew: the SVG's laid-out size and its marks (paths and markers with a box).

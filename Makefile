@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup test unit lint typecheck manifests demo bench bench-operator bench-monitor e2e clean
+.PHONY: setup test unit lint typecheck manifests demo bench bench-operator bench-monitor bench-ui e2e clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ $(EVIDENTLY_STAMP): bench/requirements-evidently.txt | $(STAMP)
 	@test -x $(EVIDENTLY_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(EVIDENTLY_VENV)
 	$(UV) pip install --quiet --compile-bytecode --python $(EVIDENTLY_VENV)/bin/python -r bench/requirements-evidently.txt
 	@rm -f $(EVIDENTLY_VENV)/.installed-* && touch $@
+
+# The dashboard's overview for 1,000 ModelDeployments in 3 environments (target: 300 ms).
+bench-ui: setup
+	$(PY) bench/ui.py
 
 bench-monitor: setup $(EVIDENTLY_STAMP)
 	$(PY) bench/monitor.py --evidently-python $(EVIDENTLY_VENV)/bin/python $(if $(ROWS),--rows $(ROWS))

@@ -68,3 +68,14 @@ def test_pipeline_runs_one_commit_per_mode(tmp_path: Path) -> None:
         "a reverted promotion serves the previous champion within 1 s (webhook)",
     ):
         assert re.search(rf"^(PASS|FAIL) {re.escape(text)}$", out, flags=re.MULTILINE), text
+
+
+def test_ui_bench_renders_every_model(tmp_path: Path) -> None:
+    out = run_bench(
+        "ui.py", "--models", "30", "--repeat", "2", "--workdir", str(tmp_path), timeout=300
+    )
+    assert "overview of 30 ModelDeployments x 3 environments (90 cells)" in out
+    for name in ("overview render, server side (median)", "GET / through mlgitops ui (median)"):
+        assert bench_figure(out, name) > 0
+    assert bench_figure(out, "page weight gzipped (KiB)") < bench_figure(out, "page weight (KiB)")
+    assert_pass(out, re.escape("every model has its row (30 of 30)"))

@@ -229,6 +229,14 @@ def main(argv: list[str] | None = None) -> None:
         default=PROJECT / ".demo",
         help="Where to build the demo (wiped first). Default: ./.demo",
     )
+    parser.add_argument(
+        "--ui",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="At the end, serve the dashboard on --ui-port until Ctrl-C. Default: when run "
+        "from a terminal; otherwise the command that starts it is printed.",
+    )
+    parser.add_argument("--ui-port", type=int, default=8700, help="The dashboard's port.")
     args = parser.parse_args(argv)
     started = time.monotonic()
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter
@@ -389,6 +397,15 @@ def main(argv: list[str] | None = None) -> None:
         f"  .venv/bin/mlgitops status --env prod --state-dir {rel}/.mlgitops\n"
         f"  .venv/bin/mlgitops diff --env staging --repo {rel}/config --state-dir {rel}/.mlgitops"
     )
+    serve = args.ui if args.ui is not None else sys.stdin.isatty() and sys.stdout.isatty()
+    ui = f"mlgitops ui --state-dir {rel}/.mlgitops --repo {rel}/config --port {args.ui_port}"
+    if not serve:
+        console.print(f"  .venv/bin/{ui}   # the dashboard, http://127.0.0.1:{args.ui_port}/")
+        return
+    step("13. The dashboard: environments x models x versions (Ctrl-C stops it)")
+    code = mlgitops(ws, "ui", "--port", str(args.ui_port), expect=(0, 2))
+    if code:
+        console.print(f"  the dashboard did not start; try another port: .venv/bin/{ui}")
 
 
 if __name__ == "__main__":

@@ -26,5 +26,7 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
         "version 5: FAILED (threshold:roc_auc:min",
         "prod still serves fraud-detector v2: nothing was proposed",
         "Demo finished in",
+        # Not from a terminal: the demo says how to start the dashboard instead of serving it.
+        "mlgitops ui --state-dir",
     ):
         assert line in out, out[-4000:]

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +361,26 @@ class OperatorProcess:
                 self.proc.wait()
         self._out.close()
         return time.monotonic() - start
+
+
+@contextlib.contextmanager
+def mlgitops_run(
+    repo: Path, state_dir: Path, log: Path, *, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``mlgitops run --env prod --interval 1`` as a process writing ``log``; SIGTERM at the end
+    (its own session: what it started stays out of the test's process group)."""
+    argv = [str(Path(sys.executable).with_name("mlgitops")), "run", "--env", "prod"]
+    argv += ["--repo", str(repo), "--state-dir", str(state_dir), "--interval", "1"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)

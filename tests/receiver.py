@@ -22,6 +22,10 @@ class Request:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    def header(self, name: str) -> str | None:
+        """A header, whatever the case it was sent in."""
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
 
 @dataclass
 class Receiver:
@@ -37,6 +41,10 @@ class Receiver:
     def on(self, path: str) -> list[Request]:
         with self.lock:
             return [r for r in self.requests if r.path == path]
+
+    def events(self, path: str) -> list[str]:
+        """The ``X-Mlgitops-Event`` of each notification posted to ``path``, in order."""
+        return [str(r.header("X-Mlgitops-Event")) for r in self.on(path)]
 
     def wait_for(self, path: str, count: int, timeout: float = 10.0) -> list[Request]:
         deadline = time.monotonic() + timeout

@@ -21,9 +21,8 @@ from controller.cli import app
 from controller.planning.children import Owner, RenderContext, job_container, render_children
 from examples.models import dataset
 from tests.conftest import Ran
-from tests.helpers import PROJECT, ConfigRepo, RegistryView, wait_for
+from tests.helpers import PROJECT, ConfigRepo, RegistryView, mlgitops_run, wait_for
 from tests.integration.test_notify import audit, environ, environment
-from tests.integration.test_promotion_local import Receiver as LoopbackReceiver
 from tests.receiver import Receiver
 
 FRAUD = "prod.fraud.fraud_detector"
@@ -293,16 +292,15 @@ spec:
 
 
 def test_mlgitops_run_reports_the_monitor_alerts_once(
-    run: Callable[..., Ran], lake: Path, repo: ConfigRepo, state_dir: Path, tmp_path: Path
+    run: Callable[..., Ran],
+    lake: Path,
+    repo: ConfigRepo,
+    state_dir: Path,
+    receiver: Receiver,
+    tmp_path: Path,
 ) -> None:
     """The local runtime's side of the alerts: `mlgitops run` prints them and notifies once
     per window, and a restarted `mlgitops run` notifies no one again."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    receiver = LoopbackReceiver()
     env_file = "environments/prod/environment.yaml"
     repo.write(
         env_file,
@@ -310,7 +308,7 @@ def test_mlgitops_run_reports_the_monitor_alerts_once(
         + f"  dataRoot: {lake}\n"
         + "  notifications:\n"
         + "    - name: audit\n"
-        + f"      url: {receiver.url}\n"
+        + f"      url: {receiver.url}/hook\n"
         + "      tokenEnv: MLGITOPS_NOTIFY_AUDIT_TOKEN\n"
         + "      events: [DriftDetected, RetrainingDue]\n",
     )
@@ -325,42 +323,25 @@ def test_mlgitops_run_reports_the_monitor_alerts_once(
     monitored = run(*cronjob_args("monitor"), "--retrain-violations", "1", "--retrain-windows", "2")
     assert monitored.code == 0, monitored.stderr
 
-    def mlgitops_run(log: Path) -> None:
-        argv = [str(Path(sys.executable).with_name("mlgitops")), "run", "--env", "prod"]
-        argv += ["--repo", str(repo.path), "--state-dir", str(state_dir), "--interval", "1"]
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "MLGITOPS_NOTIFY_AUDIT_TOKEN": "k3y"},
+    def said(log: Path) -> None:
+        with mlgitops_run(repo.path, state_dir, log, env={"MLGITOPS_NOTIFY_AUDIT_TOKEN": "k3y"}):
+            wait_for(
+                "the alerts said",
+                lambda: "RetrainingDue" in log.read_text(),
+                timeout=120,
+                on_timeout=lambda: log.read_text()[-3000:],
             )
-            try:
-                wait_for(
-                    "the alerts said",
-                    lambda: "RetrainingDue" in log.read_text(),
-                    timeout=120,
-                    on_timeout=lambda: log.read_text()[-3000:],
-                )
-                time.sleep(3)  # more passes: nothing said or sent twice
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
+            time.sleep(3)  # more passes: nothing said or sent twice
 
-    try:
-        mlgitops_run(tmp_path / "run.log")
-        wait_for("two notifications", lambda: len(receiver.received) >= 2, timeout=30)
-        mlgitops_run(tmp_path / "again.log")  # a restart reports them again, sends nothing
-        time.sleep(1)
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
+    said(tmp_path / "run.log")
+    receiver.wait_for("/hook", 2, timeout=30)
+    said(tmp_path / "again.log")  # a restart reports them again, sends nothing
+    time.sleep(1)
     text = (tmp_path / "run.log").read_text()
     assert text.count("prod: DriftDetected: ") == 1
     assert f"prod: RetrainingDue: {FRAUD}: retraining due at window b1" in text
-    assert receiver.events() == ["DriftDetected", "RetrainingDue"]
-    assert [r["json"]["key"] for r in receiver.received] == [
+    assert receiver.events("/hook") == ["DriftDetected", "RetrainingDue"]
+    assert [r.json()["key"] for r in receiver.on("/hook")] == [
         f"{FRAUD}/DriftDetected/b1",
         f"{FRAUD}/RetrainingDue/b1",
     ]

@@ -25,8 +25,9 @@ from controller.sources import CodeRepo, GitSource, WriteBack
 from controller.state import StateDir
 from controller.training import Event
 from examples.models import transactions
-from tests.helpers import ConfigRepo, RegistryView, git, wait_for
+from tests.helpers import ConfigRepo, RegistryView, git, mlgitops_run, wait_for
 from tests.integration.test_training_local import CodeRepoDir
+from tests.receiver import Receiver
 
 FRAUD = "prod.fraud.fraud_detector"
 FRAUD_FILE = "environments/prod/fraud-detector.yaml"
@@ -257,98 +258,48 @@ def _status(registry: RegistryView, version: str) -> str | None:
         return None
 
 
-class Receiver:
-    """A notification endpoint on loopback that keeps what it is sent."""
-
-    def __init__(self) -> None:
-        import json
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        received: list[dict[str, Any]] = []
-        self.received = received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append(
-                    {
-                        "event": self.headers.get("X-Mlgitops-Event"),
-                        "signature": self.headers.get("X-Mlgitops-Signature-256"),
-                        "body": body,
-                        "json": json.loads(body),
-                    }
-                )
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        import threading
-
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def events(self) -> list[str]:
-        return [str(r["event"]) for r in self.received]
-
-
 def test_mlgitops_run_promotes_a_commit_and_notifies_once(
-    repo: ConfigRepo, state_dir: Path, code: CodeRepoDir, registry: RegistryView, tmp_path: Path
+    repo: ConfigRepo,
+    state_dir: Path,
+    code: CodeRepoDir,
+    registry: RegistryView,
+    receiver: Receiver,
+    tmp_path: Path,
 ) -> None:
     """The whole loop through the real command: a pushed commit is trained, validated,
     proposed and promoted by `mlgitops run`, and each of those is notified once, signed."""
     import hashlib
     import hmac
-    import os
-    import signal
 
     git(repo.path, "config", "receive.denyCurrentBranch", "updateInstead")
-    receiver = Receiver()
     env_file = "environments/prod/environment.yaml"
     repo.write(
         env_file,
         repo.read(env_file)
         + "  notifications:\n"
         + "    - name: audit\n"
-        + f"      url: {receiver.url}\n"
+        + f"      url: {receiver.url}/hook\n"
         + "      tokenEnv: MLGITOPS_NOTIFY_AUDIT_TOKEN\n"
         + "      events: [ChallengerProposed, PromotionCommitted, ValidationFailed]\n",
     )
     repo.write(FRAUD_FILE, fraud_doc(code.path))
     repo.commit("Train, validate and promote the fraud detector; tell the audit log")
     holdout(state_dir / "tables")
-    log = (tmp_path / "run.log").open("w")
-    argv = [str(Path(sys.executable).with_name("mlgitops")), "run", "--env", "prod"]
-    argv += ["--repo", str(repo.path), "--state-dir", str(state_dir), "--interval", "1"]
-    proc = subprocess.Popen(
-        argv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "MLGITOPS_NOTIFY_AUDIT_TOKEN": "k3y"},
-    )
-    try:
+    log = tmp_path / "run.log"
+    with mlgitops_run(repo.path, state_dir, log, env={"MLGITOPS_NOTIFY_AUDIT_TOKEN": "k3y"}):
         wait_for(
             "champion 4",
             lambda: registry.aliases(FRAUD).get("champion") == "4",
             timeout=240,
-            on_timeout=lambda: (tmp_path / "run.log").read_text()[-3000:],
+            on_timeout=lambda: log.read_text()[-3000:],
         )
-        wait_for("two notifications", lambda: len(receiver.received) >= 2, timeout=30)
+        receiver.wait_for("/hook", 2, timeout=30)
         time.sleep(3)  # more passes: nothing is notified twice
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        log.close()
-        receiver.server.shutdown()
-        receiver.server.server_close()
-    assert receiver.events() == ["ChallengerProposed", "PromotionCommitted"]
-    for r in receiver.received:
-        expected = hmac.new(b"k3y", r["body"], hashlib.sha256).hexdigest()
-        assert r["signature"] == f"sha256={expected}"
-    assert "challenger 4" in str(receiver.received[0]["json"])
+    assert receiver.events("/hook") == ["ChallengerProposed", "PromotionCommitted"]
+    for r in receiver.on("/hook"):
+        expected = hmac.new(b"k3y", r.body, hashlib.sha256).hexdigest()
+        assert r.header("X-Mlgitops-Signature-256") == f"sha256={expected}"
+    assert "challenger 4" in str(receiver.on("/hook")[0].json())
     assert trailers(repo.path) == [
         "prod/fraud-detector/champion/v4",
         "prod/fraud-detector/challenger/v4",

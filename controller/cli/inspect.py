@@ -16,6 +16,7 @@ from rich.table import Table
 
 from controller.cli import options
 from controller.cli.options import EnvOpt, StateOpt
+from controller.ui.views import training_summary
 
 
 def _last_change(status: dict[str, Any]) -> str:
@@ -33,18 +34,6 @@ def _serving(status: dict[str, Any]) -> str:
         return ""
     state = "ready" if serving.get("rolledOut") else "starting"
     return f"{serving.get('url', '')} ({state})"
-
-
-def _training(status: dict[str, Any]) -> str:
-    training = status.get("training") or {}
-    if training.get("inFlight"):
-        run = training["inFlight"]
-        return f"running {run['trigger']} {run['key'][:12]}"
-    last = training.get("lastRun")
-    if last:
-        made = f" v{last['version']}" if last.get("version") else ""
-        return f"{last['state'].lower()}{made}"
-    return training.get("problem") or ""
 
 
 def _ready(status: dict[str, Any]) -> str:
@@ -124,7 +113,7 @@ def status(
             (st.get("lastAppliedRevision") or "")[:7],
             _last_change(st),
             _serving(st),
-            _training(st),
+            training_summary(st),
         )
     options.out.print(table)
     applied = (data.get("lastAppliedRevision") or "")[:7] or "none"

@@ -174,14 +174,17 @@ class Dashboard:
         body = pages.error(404, message, root="/", envs=envs, source=self.collector.label)
         return self._html(body, status=404)
 
-    async def overview_page(self, request: web.Request) -> web.Response:
-        snaps = await self._snapshots()
-        data = views.overview(
-            snaps,
+    async def _overview(self, request: web.Request) -> dict[str, Any]:
+        """The overview, filtered by ``?q=`` (name) and ``?state=``."""
+        return views.overview(
+            await self._snapshots(),
             query=request.query.get("q", ""),
             state=request.query.get("state", ""),
             now=_now(),
         )
+
+    async def overview_page(self, request: web.Request) -> web.Response:
+        data = await self._overview(request)
         if request.headers.get("X-Fragment") == "rows":
             response = self._html(pages.overview_rows(data, root="/"))
             response.headers["X-Shown"] = f"{len(data['models'])} of {data['total']} models"
@@ -210,14 +213,7 @@ class Dashboard:
     # --- JSON -----------------------------------------------------------------------------
 
     async def overview_api(self, request: web.Request) -> web.Response:
-        snaps = await self._snapshots()
-        data = views.overview(
-            snaps,
-            query=request.query.get("q", ""),
-            state=request.query.get("state", ""),
-            now=_now(),
-        )
-        return web.json_response(data)
+        return web.json_response(await self._overview(request))
 
     async def model_api(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -90,11 +90,13 @@ def _serving(status: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _training(status: Mapping[str, Any]) -> str:
+def training_summary(status: Mapping[str, Any]) -> str:
+    """Training in a few words: running (trigger, key), the last run's result and version, or why
+    training cannot proceed (redacted)."""
     training = status.get("training") or {}
     if training.get("inFlight"):
         run = training["inFlight"]
-        return f"running ({run.get('trigger', '')})"
+        return f"running {run.get('trigger', '')} {str(run.get('key', ''))[:12]}".rstrip()
     last = training.get("lastRun")
     if last:
         made = f" v{last['version']}" if last.get("version") else ""
@@ -120,7 +122,7 @@ def cell(status: Mapping[str, Any]) -> dict[str, Any]:
         "applied": status.get("lastAppliedRevision"),
         "attempted": status.get("lastAttemptedRevision"),
         "lastChange": dict(history[-1]) if history else None,
-        "training": _training(status),
+        "training": training_summary(status),
         "awaitingApproval": promotion.get("awaitingApproval"),
         "waiting": redact(promotion["waiting"]) if promotion.get("waiting") else None,
     }

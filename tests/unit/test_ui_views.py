@@ -187,3 +187,32 @@ def test_charts_draw_drift_and_quality_from_the_metric_tables_data() -> None:
     assert drawn[1]["svg"].count("<polyline") == 2
     assert pages.charts({"windows": []}) == []
     assert pages.charts(None) == []
+
+
+def test_the_environment_page_lists_the_jobs_last_runs() -> None:
+    env = EnvSnapshot(
+        "prod",
+        applied="a" * 40,
+        models={"fraud": status()},
+        jobs={
+            "fraud-detector-batch": {
+                "lastScheduleTime": "2026-12-01T11:00:00Z",
+                "lastRun": {"name": "fraud-detector-batch-1", "exitCode": 0},
+            },
+            "fraud-detector-monitor": {
+                "lastScheduleTime": "2026-12-01T08:00:00Z",
+                "lastRun": {"name": "fraud-detector-monitor-1", "exitCode": 2},
+                "inFlight": {"name": "fraud-detector-monitor-2"},
+            },
+            "churn-predictor-batch": {"lastScheduleTime": None},
+        },
+    )
+    data = views.environment(env)
+    assert [(j["name"], j["result"]) for j in data["jobs"]] == [
+        ("churn-predictor-batch", "-"),
+        ("fraud-detector-batch", "succeeded"),
+        ("fraud-detector-monitor", "running"),
+    ]
+    page = pages.environment(data, root="/", envs=["prod"], source="t")
+    assert "fraud-detector-batch-1" in page
+    assert 'class="result-succeeded"' in page

@@ -24,8 +24,8 @@ from tests.integration.test_monitor import MONITORED
 from tests.integration.test_operator import NS, OPERATOR, cluster, get
 from tests.integration.test_operator_promotion import play_validation, reasons
 from tests.integration.test_operator_training import server
-from tests.integration.test_promotion_local import Receiver
 from tests.k8s.fixtures import Cluster
+from tests.receiver import Receiver
 
 __all__ = ["cluster", "server"]
 FRAUD = "prod.fraud.fraud_detector"
@@ -51,17 +51,20 @@ def _monitor_cronjob(cluster: Cluster) -> dict[str, Any] | None:
 
 
 def test_the_monitoring_job_alerts_reach_events_and_notifications_once_per_window(
-    cluster: Cluster, server: MlflowServer, state_dir: Path, tmp_path: Path
+    cluster: Cluster,
+    server: MlflowServer,
+    state_dir: Path,
+    receiver: Receiver,
+    tmp_path: Path,
 ) -> None:
     tables = tmp_path / "tables"
     _tables(tables)
-    receiver = Receiver()
     env = yaml.safe_load((PROJECT / "environments/prod/environment.yaml").read_text())
     env["spec"].update(registry={"trackingUri": server.url}, namespace=NS, dataRoot=str(tables))
     env["spec"]["notifications"] = [
         {
             "name": "audit",
-            "url": receiver.url,
+            "url": f"{receiver.url}/hook",
             "tokenEnv": "MLGITOPS_NOTIFY_AUDIT_TOKEN",
             "events": ["DriftDetected", "QualityBreached", "RetrainingDue"],
         }
@@ -86,12 +89,12 @@ def test_the_monitoring_job_alerts_reach_events_and_notifications_once_per_windo
         assert (tables / "prod/fraud/scores_daily_profile").is_dir()
 
         wait_for("the drift Event", lambda: "DriftDetected" in reasons(cluster), timeout=60)
-        wait_for("two notifications", lambda: len(receiver.received) >= 2, timeout=30)
+        receiver.wait_for("/hook", 2, timeout=30)
         again = play_validation(pod, tmp_path / "pod")  # a retried Job: the same window
         assert again.returncode == 0, again.stderr
         time.sleep(5)  # resync passes
-        assert sorted(receiver.events()) == ["DriftDetected", "RetrainingDue"]
-        keys = sorted(r["json"]["key"] for r in receiver.received)
+        assert sorted(receiver.events("/hook")) == ["DriftDetected", "RetrainingDue"]
+        keys = sorted(r.json()["key"] for r in receiver.on("/hook"))
         assert keys == [f"{FRAUD}/DriftDetected/cron-1", f"{FRAUD}/RetrainingDue/cron-1"]
         assert reasons(cluster).count("DriftDetected") == 1
     finally:

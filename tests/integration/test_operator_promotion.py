@@ -36,8 +36,8 @@ from tests.helpers import (
 from tests.integration.test_operator import NS, OPERATOR, cluster, dig, get
 from tests.integration.test_operator_rbac import allowed
 from tests.integration.test_operator_training import report, server
-from tests.integration.test_promotion_local import Receiver
 from tests.k8s.fixtures import Cluster
+from tests.receiver import Receiver
 
 __all__ = ["cluster", "server"]
 FRAUD = "prod.fraud.fraud_detector"
@@ -71,7 +71,7 @@ def environment_doc(server: MlflowServer, tables: Path, receiver: Receiver) -> s
     doc["spec"]["notifications"] = [
         {
             "name": "audit",
-            "url": receiver.url,
+            "url": f"{receiver.url}/hook",
             "tokenEnv": "MLGITOPS_NOTIFY_AUDIT_TOKEN",
             "events": ["ChallengerProposed", "PromotionCommitted", "RollbackDetected"],
         }
@@ -141,10 +141,13 @@ def reasons(cluster: Cluster) -> list[str]:
 
 
 def test_a_trained_version_is_validated_by_a_job_then_proposed_and_promoted_through_git(
-    cluster: Cluster, server: MlflowServer, state_dir: Path, tmp_path: Path
+    cluster: Cluster,
+    server: MlflowServer,
+    state_dir: Path,
+    receiver: Receiver,
+    tmp_path: Path,
 ) -> None:
     tables = tmp_path / "tables"
-    receiver = Receiver()
     work = ConfigRepo(tmp_path / "config")
     work.remove("environments/prod/churn-predictor.yaml")
     work.write("environments/prod/environment.yaml", environment_doc(server, tables, receiver))
@@ -254,13 +257,15 @@ def test_a_trained_version_is_validated_by_a_job_then_proposed_and_promoted_thro
         wait_for("RollbackDetected", lambda: "RollbackDetected" in reasons(cluster))
         time.sleep(4)  # resync passes: nothing is written again
         assert git(remote, "rev-parse", "main") == reverted
-        wait_for("three notifications", lambda: len(receiver.received) >= 3, timeout=30)
+        receiver.wait_for("/hook", 3, timeout=30)
     finally:
         op.stop()
-        receiver.server.shutdown()
-        receiver.server.server_close()
         print(f"--- operator log, last 150 lines of {op.log} ---\n{op.tail(150)}")
-    assert receiver.events() == ["ChallengerProposed", "PromotionCommitted", "RollbackDetected"]
+    assert receiver.events("/hook") == [
+        "ChallengerProposed",
+        "PromotionCommitted",
+        "RollbackDetected",
+    ]
     assert len(validation_jobs(cluster)) == 1
     emulator = getattr(cluster, "emulator", None)
     if emulator is not None:  # the Role allows every request the operator made

@@ -143,7 +143,12 @@ def _validate(
 
 def _catalog_problems(md: ModelDeployment, environment: Environment, at: Located) -> list[Problem]:
     """The model, and every table a document names, must be in catalogs the environment may
-    use: its own for what it writes, its own or its readCatalogs for what it only reads."""
+    use: its own for what it writes, its own or its readCatalogs for what it only reads.
+
+    The tables no field names are derived from written ones, so they stay in the own catalog:
+    monitoring reads batchInference.output or serving.inferenceTable and writes its metric
+    tables (``<table>_drift``, ``_profile``, ``_quality``) next to it; another environment
+    reads those through a read field and its readCatalogs."""
     own = environment.spec.catalog
     problems = []
     parts = md.spec.model.split(".")
@@ -163,6 +168,8 @@ def _catalog_problems(md: ModelDeployment, environment: Environment, at: Located
         tables.append(("spec.batchInference.output", spec.batch_inference.output, "write"))
     if spec.monitoring is not None:
         tables.append(("spec.monitoring.baseline", spec.monitoring.baseline, "read"))
+        if spec.monitoring.labels is not None:
+            tables.append(("spec.monitoring.labels.table", spec.monitoring.labels.table, "read"))
     if spec.validation is not None:
         tables.append(("spec.validation.data.uri", spec.validation.data.uri, "read"))
     if spec.serving.inference_table is not None:

@@ -135,6 +135,13 @@ def test_a_tracking_uri_without_credentials_is_accepted() -> None:
             "'staging', which environment 'prod' may not read",
         ),
         (
+            "  monitoring: {schedule: '0 1 * * *', baseline: prod/f/base,"
+            " labels: {table: staging/f/labels, key: [id], target: y}}\n"
+            "  batchInference: {schedule: '0 1 * * *', input: prod/f/in, output: prod/f/out}",
+            "md.yaml:10: spec.monitoring.labels.table: table 'staging/f/labels' is in catalog "
+            "'staging', which environment 'prod' may not read",
+        ),
+        (
             "  monitoring: {schedule: '0 1 * * *', baseline: prod/f/base}",
             "md.yaml:10: spec.monitoring: needs a table to monitor: add serving.inferenceTable "
             "(what the model server logs) or batchInference (its output)",
@@ -177,7 +184,8 @@ def test_the_inference_table_stays_in_the_environments_lake(table: str, expected
 
 def test_read_catalogs_may_be_read_not_written() -> None:
     env = ENV + "  readCatalogs: [staging]\n"
-    read = "  monitoring: {schedule: '0 1 * * *', baseline: staging/f/base}\n"
+    read = "  monitoring:\n    schedule: '0 1 * * *'\n    baseline: staging/f/base\n"
+    read += "    labels: {table: staging/f/labels, key: [id], target: y}\n"
     read += "  batchInference: {schedule: '0 1 * * *', input: prod/f/in, output: prod/f/out}\n"
     assert problems({"e/env.yaml": env, "e/md.yaml": MD + read}) == []
     write = "  batchInference: {schedule: '0 1 * * *', input: staging/f/in, output: staging/f/o}\n"

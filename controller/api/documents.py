@@ -252,7 +252,9 @@ class EnvironmentSpec(Model):
         min_length=1,
         description="Where the relative table names of ModelDeployments (batchInference, "
         "monitoring, validation, serving.inferenceTable) live: a directory or an object-store "
-        "prefix such as s3://bucket/lake/prod. Omitted: <state dir>/tables on one machine.",
+        "prefix such as s3://bucket/lake, holding <catalog>/<schema>/<table>; environments that "
+        "read each other's catalogs (readCatalogs) name the same one. Omitted: <state "
+        "dir>/tables on one machine.",
     )
     read_catalogs: list[Annotated[str, Field(pattern=_IDENT)]] = Field(default_factory=list)
     write_back: WriteBackSpec = Field(default_factory=WriteBackSpec)

@@ -17,8 +17,11 @@ Modules import their heavy dependencies (MLflow, kopf) inside the command that n
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
+from controller import exits
 from controller.cli import (
     config,
     history,
@@ -68,8 +71,21 @@ for command in (
     app.command()(command)
 
 
+# The jobs (what the CronJobs run, and the report drawn from their tables) end without the
+# interpreter's teardown, where reading Delta tables can abort a finished run (controller.exits).
+# Decided here, where ``mlgitops`` is the process's program, never in the commands: a test
+# that runs one in-process gets its exit code back instead of losing its own process.
+LEAVE_FAST = frozenset({"batch", "monitor", "report"})
+
+
 def main() -> None:
-    app()
+    """``mlgitops`` as a program: the console script and ``python -m controller``."""
+    try:
+        app()
+    except SystemExit as exc:
+        if sys.argv[1:2] and sys.argv[1] in LEAVE_FAST:
+            exits.leave(exits.exit_code(exc))
+        raise
 
 
-__all__ = ["app", "main"]
+__all__ = ["LEAVE_FAST", "app", "main"]

@@ -6,7 +6,8 @@ more tearing them down at exit, five of the seconds between a new version and it
 commit. So the runtime keeps one process that has imported them already (this module run as
 ``python -m controller.local.forkserver MODULE...``) and forks it for each run: the child starts
 with everything imported, runs ``mlgitops ARGS`` exactly as the command line would, records its
-exit code and leaves with ``os._exit`` once its output is flushed.
+exit code and leaves with ``os._exit`` once its output is flushed (``controller.exits``, which a
+job command's own fast exit goes through too, so its code is recorded either way).
 
 The child is what ``local.tracked`` expects of any tracked process, so nothing else changes: a
 session of its own (a deadline ends its whole group), its output appended to its log, no stdin,
@@ -40,6 +41,8 @@ import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from controller import exits
 
 READY_TIMEOUT = 120.0  # a cold import on a busy machine
 REPLY_TIMEOUT = 30.0  # a fork, once imported
@@ -216,6 +219,9 @@ def _send(reply: Mapping[str, Any]) -> None:
 
 def _child(request: Mapping[str, Any], told: int) -> None:
     code = 1
+    # Recorded however the run leaves: here, or in the command's own fast exit (a job command).
+    exit_file = Path(request["exit_file"])
+    exits.on_leave(lambda left: _record_exit(exit_file, left))
     try:
         os.setsid()
         os.close(told)  # the server replies now
@@ -237,14 +243,7 @@ def _child(request: Mapping[str, Any], told: int) -> None:
     except BaseException:  # reported in the log, as a cold start's traceback would be
         traceback.print_exc()
     finally:
-        with contextlib.suppress(BaseException):
-            import logging
-
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            _record_exit(Path(request["exit_file"]), code)
-        os._exit(code)
+        exits.leave(code)
 
 
 def _run(argv: Sequence[str]) -> int:

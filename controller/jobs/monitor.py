@@ -41,7 +41,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from controller.errors import JobError, one_line
 from controller.jobs.batch import ADDED_COLUMNS
-from controller.jobs.drift import PROFILE_STATS, Reference, is_numeric, profile
+from controller.jobs.drift import PROFILE_STATS, Reference, is_numeric, ordered, profile
 from controller.jobs.quality import LABEL, Labels, infer_model_type, join_labels, metrics
 from controller.lake.tables import open_dataset, read_table, replace_windows
 
@@ -350,13 +350,16 @@ def run_monitor(
             result.skipped.append(f"{name} (not in the baseline)")
     features = [f for f in wanted if f in cur_names and f in base_names]
     compared = [*features, *(p for p in predictions if p in base_names and p not in features)]
-    baseline = baseline_ds.to_table(columns=compared)
+    # KS compares numbers: a text column is known from the schema, and not read.
+    text = [
+        c for c in compared if spec.method == "ks" and not is_numeric(baseline_ds.schema.field(c))
+    ]
+    baseline = baseline_ds.to_table(columns=[c for c in compared if c not in text])
     references: dict[str, Reference] = {}
     for name in compared:
-        ref = Reference.of(baseline[name], spec.method)
+        ref = None if name in text else Reference.of(baseline[name], spec.method)
         if ref is None:
-            text = spec.method == "ks" and not is_numeric(baseline[name])
-            why = "text: KS compares numbers" if text else "no values in the baseline"
+            why = "text: KS compares numbers" if name in text else "no values in the baseline"
             result.skipped.append(f"{name} ({why})")
         else:
             references[name] = ref
@@ -427,11 +430,14 @@ def _compute(
         else []
     )
     out.versions = versions
-    out.features = [
-        _drift(name, ref, rows[name], spec.threshold)
-        for name, ref in references.items()
-        if name in rows.column_names
-    ]
+    for name in profiled:  # column by column: one sorted copy alive at a time
+        if name not in rows.column_names:
+            continue
+        column = rows[name]
+        values = ordered(column)  # sorted once, for its drift and its profile
+        if name in references:
+            out.features.append(_drift(name, references[name], column, spec.threshold, values))
+        out.profiles.append((name, profile(column, values)))
     if len(versions) > 1:
         for version in versions:
             part = rows.filter(pc.equal(rows["model_version"], version))
@@ -440,7 +446,6 @@ def _compute(
                 for name, ref in references.items()
                 if name in part.column_names
             ]
-    out.profiles = [(name, profile(rows[name])) for name in profiled if name in rows.column_names]
     if "latency_ms" in rows.column_names:
         out.profiles.append(("latency_ms", profile(rows["latency_ms"])))
     if labels is not None:
@@ -448,8 +453,10 @@ def _compute(
     return out
 
 
-def _drift(name: str, ref: Reference, column: Any, threshold: float) -> FeatureDrift:
-    value = ref.compare(column)
+def _drift(
+    name: str, ref: Reference, column: Any, threshold: float, values: Any = None
+) -> FeatureDrift:
+    value = ref.compare(column, values)
     return FeatureDrift(name, value, math.isfinite(value) and value > threshold)
 
 

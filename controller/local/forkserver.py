@@ -219,10 +219,10 @@ def _send(reply: Mapping[str, Any]) -> None:
 
 def _child(request: Mapping[str, Any], told: int) -> None:
     code = 1
-    # Recorded however the run leaves: here, or in the command's own fast exit (a job command).
-    exit_file = Path(request["exit_file"])
-    exits.on_leave(lambda left: _record_exit(exit_file, left))
     try:
+        # Recorded however the run leaves: below, or in a job command's own fast exit.
+        exit_file = Path(request["exit_file"])
+        exits.on_leave(lambda left: _record_exit(exit_file, left))
         os.setsid()
         os.close(told)  # the server replies now
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # its own subprocesses are waited for

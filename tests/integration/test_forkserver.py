@@ -94,6 +94,24 @@ def test_a_forked_run_reports_like_a_cold_one(
     assert "broken.yaml" in Path(state.log or "").read_text()
 
 
+def test_a_forked_job_command_leaving_early_still_records_its_exit_code(
+    tmp_path: Path, forks: ForkServer
+) -> None:
+    """``monitor`` leaves through ``controller.exits`` before the server's child gets its code
+    back: the child's hook records it there, and the output reaches the log."""
+    ended = threading.Event()
+    tracked = Tracked(tmp_path / "runs", on_exit=ended.set)
+    args = ["monitor", "--baseline", "base", "--current", "absent"]
+    args += ["--data-root", str(tmp_path / "lake"), "--state-dir", str(tmp_path / "state")]
+    tracked.start_mlgitops("job", args, env={}, timeout=120, forks=forks)
+    assert ended.wait(120), "on_exit not called"
+    state = tracked.state("job")
+    assert (state.state, state.reason) == ("failed", "exited with code 2")
+    text = Path(state.log or "").read_text()
+    assert "error: monitor: current table " in text
+    assert "no warm start" not in text
+
+
 def test_a_forked_run_outlives_the_server_and_is_adopted_then_ended_at_its_deadline(
     tmp_path: Path, forks: ForkServer, stalling_url: str
 ) -> None:

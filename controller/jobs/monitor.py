@@ -350,16 +350,16 @@ def run_monitor(
             result.skipped.append(f"{name} (not in the baseline)")
     features = [f for f in wanted if f in cur_names and f in base_names]
     compared = [*features, *(p for p in predictions if p in base_names and p not in features)]
-    # KS compares numbers: a text column is known from the schema, and not read.
-    text = [
-        c for c in compared if spec.method == "ks" and not is_numeric(baseline_ds.schema.field(c))
-    ]
-    baseline = baseline_ds.to_table(columns=[c for c in compared if c not in text])
+    # The baseline is read a column at a time, each kept only as its Reference (bin edges and
+    # shares, or sorted values), so the whole table is never in memory; KS compares numbers,
+    # so its text columns, known from the schema, are not read at all.
     references: dict[str, Reference] = {}
     for name in compared:
-        ref = None if name in text else Reference.of(baseline[name], spec.method)
+        text = spec.method == "ks" and not is_numeric(baseline_ds.schema.field(name))
+        column = None if text else baseline_ds.to_table(columns=[name])[name]
+        ref = None if column is None else Reference.of(column, spec.method)
         if ref is None:
-            why = "text: KS compares numbers" if name in text else "no values in the baseline"
+            why = "text: KS compares numbers" if text else "no values in the baseline"
             result.skipped.append(f"{name} ({why})")
         else:
             references[name] = ref

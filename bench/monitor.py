@@ -269,24 +269,45 @@ class Run:
     stdout: str
 
 
+# Linux gives a process the peak RSS of the one that started it: at exec, ``ru_maxrss`` keeps the
+# high-water mark of the memory it replaces, which for a child of this script (``fork`` or
+# ``vfork``) is this script's, holding million-row tables by then. So each side is started by a
+# fresh, small interpreter (about 12 MiB at its peak), which measures its child and reports.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - start
+facts = {"wall": wall, "code": os.waitstatus_to_exitcode(status), "maxrss": usage.ru_maxrss}
+with open(sys.argv[1], "w") as out:
+    json.dump(facts, out)
+"""
+
+
 def measure(argv: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None) -> Run:
     """Run ``argv`` to its end; its wall time and its own peak RSS, the same way for every side.
 
     ``os.wait4`` returns the resource usage of that one child (its ``ru_maxrss`` includes any
-    children it waited for), unlike ``RUSAGE_CHILDREN``, which keeps the largest child so far.
+    children it waited for), unlike ``RUSAGE_CHILDREN``, which keeps the largest child so far;
+    the launcher (``_LAUNCHER``) calls it, so this script's own peak is not counted.
     """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("r", suffix=".json") as facts,
+    ):
+        launcher = [sys.executable, "-c", _LAUNCHER, facts.name, *argv]
+        subprocess.run(launcher, cwd=cwd, env=env, stdout=out, stderr=err, check=True)
+        measured = json.loads(Path(facts.name).read_text())
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(argv)} exited {proc.returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}")
-    return Run(wall, usage.ru_maxrss / 1024, stdout)
+    if measured["code"] != 0:
+        sys.exit(
+            f"{' '.join(argv)} exited {measured['code']}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        )
+    return Run(measured["wall"], measured["maxrss"] / 1024, stdout)
 
 
 def job_env(work: Path) -> dict[str, str]:

@@ -36,9 +36,11 @@ RESOURCES: Mapping[str, tuple[str, bool]] = {
 
 
 def path_for(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    """The API path of ``kind`` (``name``: one object); a namespaced kind with no namespace is
+    the list across every namespace."""
     plural, namespaced = RESOURCES[kind]
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-    if namespaced:
+    if namespaced and namespace is not None:
         base += f"/namespaces/{namespace}"
     base += f"/{plural}"
     return f"{base}/{name}" if name else base
@@ -113,6 +115,21 @@ class KubeCluster:
 
     def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
         return self._call("GET", path_for(api_version, kind, namespace, name))
+
+    def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[Obj]:
+        """Every ``kind`` in ``namespace`` (None: in every namespace), matching
+        ``label_selector``: the items of one list request."""
+        path = path_for(api_version, kind, namespace)
+        query = [("labelSelector", label_selector)] if label_selector else []
+        found = self._call("GET", path, query=query) or {}
+        return [dict(item) for item in found.get("items") or []]
 
     def apply(self, obj: Obj) -> Obj:
         """Server-side apply ``obj`` as ``mlgitops``, taking over fields edited by hand."""

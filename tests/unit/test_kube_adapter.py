@@ -38,6 +38,8 @@ def test_paths() -> None:
         "/apis/mlgitops.io/v1alpha1/namespaces/ns/modeldeployments/m"
     )
     assert path_for("v1", "Namespace", None, "ml-prod") == "/api/v1/namespaces/ml-prod"
+    # A namespaced kind in no namespace: the list across every namespace.
+    assert path_for("batch/v1", "CronJob", None) == "/apis/batch/v1/cronjobs"
 
 
 def test_webhook_signature() -> None:

@@ -17,12 +17,11 @@ from controller.training import experiment_name, run_status
 
 if TYPE_CHECKING:
     from controller.api.status import TrainingRunStatus
-    from controller.planning.ports import Registry, Tracking
-    from controller.sources import GitSource
+    from controller.planning.ports import CommitTimes, Registry, Tracking
 
 
 def model_history(
-    model: str, registry: Registry, tracking: Tracking, source: GitSource
+    model: str, registry: Registry, tracking: Tracking, source: CommitTimes
 ) -> list[Entry]:
     """Everything that happened to registered ``model``'s versions, oldest first."""
     versions = tracking.model_versions(model)

@@ -47,6 +47,15 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+class CommitTimes(Protocol):
+    """When the config repository's commits were made (``controller.sources.GitSource``): a
+    model's history dates its promotion commits with it."""
+
+    def commit_time(self, sha: str) -> str | None:
+        """``sha``'s committer date (ISO 8601, UTC); None when the repository lacks it."""
+        ...
+
+
 class Registry(Protocol):
     """The MLflow model registry of one tracking URI (``controller.registry.MlflowRegistry``).
 

@@ -2,7 +2,7 @@
 training reads (``CodeRepo``), and the commits written back to the config repository
 (``WriteBack``). The only package that imports git."""
 
-from controller.sources.git import CodeRepo, Commit, GitSource
+from controller.sources.git import CodeRepo, Commit, GitSource, local_copy
 from controller.sources.writeback import (
     PROMOTION_TRAILER,
     ROLLBACK_TRAILER,
@@ -20,6 +20,7 @@ __all__ = [
     "GitSource",
     "WriteBack",
     "WriteBackResult",
+    "local_copy",
     "promotion_branch",
     "promotion_trailer",
 ]

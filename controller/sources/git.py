@@ -52,6 +52,14 @@ def _is_url(repo: str) -> bool:
     return "://" in repo or (repo.count(":") == 1 and "@" in repo.split(":")[0])
 
 
+def local_copy(repo: str, *, cache_dir: Path) -> str:
+    """Where ``repo``'s objects are on this machine: the path itself, or the mirror that a
+    ``GitSource`` of the URL keeps under ``cache_dir``. A ``GitSource`` of that path reads what
+    was last fetched without fetching (a reader beside the one that syncs), and never holds the
+    URL or its credentials."""
+    return str(mirror_dir(cache_dir, repo)) if _is_url(repo) else repo
+
+
 class _Repository:
     """Where one repository's objects are read, shared by every view of a repository.
 

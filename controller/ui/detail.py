@@ -20,8 +20,7 @@ from controller.redact import redact
 
 if TYPE_CHECKING:
     from controller.api.loader import DeploymentDoc
-    from controller.planning.ports import Registry, Tracking
-    from controller.sources import GitSource
+    from controller.planning.ports import CommitTimes, Registry, Tracking
 
 ALL_VERSIONS = "*"  # the metric tables' model_version of rows that cover every version
 MAX_WINDOWS = 30  # the newest windows drawn
@@ -89,7 +88,7 @@ def model_detail(
     env: str,
     registry: Registry,
     tracking: Tracking,
-    source: GitSource,
+    source: CommitTimes,
     data_root: str,
 ) -> dict[str, Any]:
     """The timeline, training runs and monitoring of ``doc`` in ``env``; what could not be read

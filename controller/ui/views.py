@@ -131,11 +131,8 @@ def cell(status: Mapping[str, Any]) -> dict[str, Any]:
 def environment_row(env: EnvSnapshot) -> dict[str, Any]:
     problems = [redact(p) for p in env.problems]
     state = "Stalled" if problems else "Ready" if env.applied else "Unknown"
-    for c in env.conditions:  # the operator's Environment says it itself
-        if c.get("type") == "Stalled" and c.get("status") == "True":
-            state = "Stalled"
-        elif c.get("type") == "Ready" and c.get("status") == "True" and not problems:
-            state = "Ready"
+    if env.conditions:  # the operator's Environment says it itself: Git unreachable is
+        state = model_state({"conditions": env.conditions})[0]  # NotReady, not Stalled
     return {
         "name": env.name,
         "state": state,

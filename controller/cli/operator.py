@@ -82,6 +82,25 @@ def operator(
             envvar="MLGITOPS_IMAGE",
         ),
     ] = DEFAULT_IMAGE,
+    ui: Annotated[
+        bool,
+        typer.Option(
+            "--ui",
+            help="Serve the read-only web dashboard (the pages of `mlgitops ui`) on the HTTP "
+            "port too. Off a loopback --http-host it needs a token.",
+            envvar="MLGITOPS_UI",
+        ),
+    ] = False,
+    ui_token: Annotated[
+        str | None,
+        typer.Option(
+            "--ui-token",
+            help="Bearer token the dashboard's pages and /api calls must carry (not /metrics, "
+            "the probes or the webhook). Prefer $MLGITOPS_UI_TOKEN: flags show in ps.",
+            envvar="MLGITOPS_UI_TOKEN",
+            show_default=False,
+        ),
+    ] = None,
     state_dir: StateOpt = None,
     verbose: Annotated[
         bool,
@@ -99,8 +118,19 @@ def operator(
     Deployment and Service, and batch and monitoring CronJobs, and writes its status. With
     --repo it also applies the environment folder from Git (Git wins over manual edits) and
     prunes what Git dropped. The webhook checks a GitHub-style X-Hub-Signature-256 with the
-    token in $MLGITOPS_WEBHOOK_TOKEN.
+    token in $MLGITOPS_WEBHOOK_TOKEN. With --ui the HTTP port also serves the web dashboard
+    from the Environment and ModelDeployment objects and the registry.
     """
+    if ui:
+        from controller.ui.app import check_binding
+
+        if check_binding(http_host, ui_token):
+            fail(
+                [
+                    f"--ui: the HTTP port listens on {http_host} (--http-host), not a loopback "
+                    "address, so the dashboard needs a token: $MLGITOPS_UI_TOKEN or --ui-token"
+                ]
+            )
     state = state_for(state_dir)
     if namespace is None and not all_namespaces:
         if repo is None:
@@ -122,9 +152,12 @@ def operator(
         webhook_token=os.environ.get("MLGITOPS_WEBHOOK_TOKEN") or None,
         workers=workers,
         verbose=verbose,
+        ui=ui,
+        ui_token=ui_token or None,
     )
     err.print(
         f"mlgitops operator: environment {env}, namespace "
         f"{'(all)' if all_namespaces else namespace}, repo {repo or '(none: kubectl apply)'}"
+        + (f", dashboard on {http_host}:{http_port}" if ui else "")
     )
     run(config)

@@ -1,14 +1,16 @@
-"""The operator's HTTP port: Prometheus metrics, the probes, and the Git webhook.
+"""The operator's HTTP port: Prometheus metrics, the probes, the Git webhook, and the dashboard.
 
 Separate from the kopf handlers so it can be read (and tested) without kopf: it knows nothing of
 ModelDeployments, only how to answer. What "ready" means and what a push does are passed in by
-the operator that starts it.
+the operator that starts it, and so are the dashboard's routes (``--ui``), which guard
+themselves with their token: the metrics, probes and webhook never ask for it (Prometheus and
+the kubelet have none; the webhook has its signature).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -26,11 +28,13 @@ async def start(
     readiness: Callable[[], tuple[bool, Mapping[str, Any]]],
     webhook_token: str | None,
     on_push: Callable[[bytes], None] | None,
+    routes: Sequence[web.RouteDef] = (),
 ) -> web.AppRunner:
     """Serve ``/metrics``, ``/healthz``, ``/readyz`` and ``POST /webhook`` until the runner stops.
 
     ``readiness()`` says whether the operator is ready and what to show; ``on_push`` runs for a
     correctly signed webhook, with its body (None, or no token: the webhook answers 404).
+    ``routes`` are served beside them (the dashboard's).
     """
 
     async def metrics_page(_: web.Request) -> web.Response:
@@ -61,10 +65,13 @@ async def start(
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
             web.post("/webhook", webhook),
+            *routes,
         ]
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    log.info("metrics, health and webhook on %s:%d", host, port)
+    log.info(
+        "metrics, health and webhook%s on %s:%d", " and the dashboard" if routes else "", host, port
+    )
     return runner

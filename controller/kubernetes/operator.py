@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -81,6 +81,9 @@ from controller.sources.webhook import push_urls, same_repo
 from controller.state import StateDir
 from controller.training import Event, training_pass
 
+if TYPE_CHECKING:
+    from aiohttp import web
+
 VERSION = API_VERSION.split("/")[1]
 MD = (GROUP, VERSION, "modeldeployments")
 ENVS = (GROUP, VERSION, "environments")
@@ -117,6 +120,8 @@ class OperatorConfig:
     webhook_token: str | None = None
     workers: int = 16
     verbose: bool = False
+    ui: bool = False  # the dashboard on the HTTP port
+    ui_token: str | None = None  # the dashboard's bearer token (the probes and metrics need none)
 
 
 class Operator:
@@ -191,6 +196,29 @@ class Operator:
                     ]
                     return InvalidInput(problems)
         return None
+
+    def dashboard(self) -> list[web.RouteDef]:
+        """The dashboard's routes (``--ui``): the objects through this run's cluster client, a
+        model's record through its registry and tracking clients."""
+        from controller.kubernetes.dashboard import KubeCollector
+        from controller.registry import embedded_tracking_uri
+        from controller.ui.app import Dashboard
+
+        state = StateDir(self.config.state_dir.resolve())
+
+        def tracking_for(uri: str | None) -> Tracking:
+            return self.tracking_for(uri or embedded_tracking_uri(state.root))
+
+        collector = KubeCollector(
+            self.cluster_or_fail(),
+            env=self.config.env,
+            namespace=self.config.namespace,
+            repo=self.config.repo,
+            state=state,
+            registry_for=self.registry_for,
+            tracking_for=tracking_for,
+        )
+        return Dashboard(collector, token=self.config.ui_token).routes()
 
     def readiness(self) -> tuple[bool, Mapping[str, Any]]:
         if self.config.repo and not (self.git_thread and self.git_thread.is_alive()):
@@ -905,6 +933,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             readiness=op.readiness,
             webhook_token=config.webhook_token,
             on_push=op.on_push,
+            routes=op.dashboard() if config.ui else (),
         )
         if config.repo:
             op.git_thread = threading.Thread(target=op.git_loop, name="mlgitops-git", daemon=True)

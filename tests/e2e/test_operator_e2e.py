@@ -15,6 +15,10 @@ from tests.integration.test_operator import (
     test_invalid_document_is_stalled_with_the_field_named,
     test_modeldeployment_lifecycle,
 )
+from tests.integration.test_operator_dashboard import (
+    test_the_operator_serves_the_dashboard_from_its_objects_git_and_the_registry,
+    test_without_a_config_repository_the_dashboard_reads_the_objects,
+)
 from tests.integration.test_operator_monitoring import (
     test_the_monitoring_job_alerts_reach_events_and_notifications_once_per_window,
 )
@@ -44,5 +48,7 @@ __all__ = [
     "test_invalid_document_is_stalled_with_the_field_named",
     "test_modeldeployment_lifecycle",
     "test_the_monitoring_job_alerts_reach_events_and_notifications_once_per_window",
+    "test_the_operator_serves_the_dashboard_from_its_objects_git_and_the_registry",
+    "test_without_a_config_repository_the_dashboard_reads_the_objects",
     "test_without_a_config_repository_versions_are_validated_and_a_failed_job_is_reported",
 ]

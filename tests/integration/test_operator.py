@@ -217,10 +217,11 @@ def start_operator(
 
 
 def start_git_operator(
-    cluster: Cluster, state_dir: Path, log: Path, repo: ConfigRepo, token: str
+    cluster: Cluster, state_dir: Path, log: Path, repo: ConfigRepo, token: str, *extra: str
 ) -> OperatorProcess:
-    """Syncing ``repo`` on a webhook (the poll is 10 minutes away), resync every 2 s."""
-    args = ["--repo", str(repo.path), "--poll-interval", "600", "--resync-interval", "2"]
+    """Syncing ``repo`` on a webhook (the poll is 10 minutes away), resync every 2 s; ``extra``
+    arguments after those."""
+    args = ["--repo", str(repo.path), "--poll-interval", "600", "--resync-interval", "2", *extra]
     return start_operator(cluster, state_dir, log, *args, token=token)
 
 

@@ -4,7 +4,7 @@ One scenario drives the real ``mlgitops operator`` process through everything it
 the Kubernetes API emulator: Git sync with ``--repo`` (Environment and ModelDeployments applied,
 one ModelDeployment pruned, Environment status written), ModelDeployment create, update and resync
 passes with serving, batch and monitoring children, a child deleted by hand and restored,
-children pruned when serving is switched off, and Events. The emulator records each request as
+children pruned when serving is switched off, Events, and the dashboard (``--ui``) read. The emulator records each request as
 RBAC would authorize it (``Access``); the operator's own (told from the test's kubectl by the
 bearer token of its kubeconfig) must each be allowed by manifests/base/role.yaml in the operator's
 namespace, the ClusterRole of manifests/base/clusterrole.yaml, or the discovery every
@@ -144,7 +144,7 @@ def run_scenario(
     repo.write("environments/prod/environment.yaml", environment_yaml(state_dir))
     repo.commit("Use the test registry")
     token = "webhook-secret"
-    op = start_git_operator(cluster, state_dir, tmp_path / "operator.log", repo, token)
+    op = start_git_operator(cluster, state_dir, tmp_path / "operator.log", repo, token, "--ui")
 
     def sync(message: str) -> None:
         repo.commit(message)
@@ -162,6 +162,11 @@ def run_scenario(
         )
         assert registry.aliases(FRAUD) == {"champion": "2", "challenger": "3"}
         assert get(cluster, "cronjob", "fraud-detector-monitor") is not None
+        # The dashboard lists the objects and reads one (loopback: no token).
+        code, overview = op.get("/api/overview")
+        assert code == 200, overview
+        assert "churn-predictor" in overview
+        assert op.get("/api/models/fraud-detector")[0] == 200
         # A child deleted by hand is restored (its watch event, or a resync every 2 s).
         cluster.kubectl("delete", "deployment", "fraud-detector-serving", "-n", NS)
         wait_for("serving restored", lambda: get(cluster, "deployment", "fraud-detector-serving"))

@@ -39,7 +39,7 @@ OPERATOR = "mlgitops-operator"
 UID = 10001
 ENV_LABEL = "mlgitops.io/environment"
 CRD_NAMES = {"modeldeployments.mlgitops.io", "environments.mlgitops.io"}
-SECRETS = {"mlgitops-git", "mlgitops-mlflow"}
+SECRETS = {"mlgitops-git", "mlgitops-mlflow", "mlgitops-ui"}
 STATE_DIR = "/var/lib/mlgitops"
 GIT_CREDENTIALS = "/var/run/secrets/mlgitops/git"
 
@@ -319,6 +319,7 @@ def test_credentials_come_from_optional_secret_keys(target: str) -> None:
         },
         "MLGITOPS_GIT_USERNAME": {"name": "mlgitops-git", "key": "username", "optional": True},
         "MLGITOPS_GIT_PASSWORD": {"name": "mlgitops-git", "key": "password", "optional": True},
+        "MLGITOPS_UI_TOKEN": {"name": "mlgitops-ui", "key": "token", "optional": True},
     }
 
 
@@ -397,6 +398,26 @@ def test_the_operator_runs_for_its_environment(env: str) -> None:
     assert c["args"] == ["operator", "--env", "$(MLGITOPS_ENV)"]
     assert [expand(a, env_values(objs)) for a in c["args"]] == ["operator", "--env", env]
     assert "command" not in c, "the image's ENTRYPOINT is mlgitops"
+
+
+def test_the_dashboard_is_off_unless_the_overlay_turns_it_on(env: str) -> None:
+    """``--ui`` reads $MLGITOPS_UI, from an optional ConfigMap key no overlay sets: the operator
+    serves no dashboard. Setting it is one literal in the overlay's ConfigMap."""
+    from typer.main import get_command
+
+    from controller.cli import app
+
+    objs = build(f"overlays/{env}")
+    assert "--ui" not in container(objs)["args"]
+    assert "MLGITOPS_UI" not in env_values(objs)
+    operator = get_command(app).commands["operator"]  # type: ignore[attr-defined]
+    [ui] = [p for p in operator.params if p.name == "ui"]
+    assert (ui.envvar, ui.default) == ("MLGITOPS_UI", False)
+    config_map = only(objs, "ConfigMap")
+    on = [
+        {**o, "data": {**o["data"], "MLGITOPS_UI": "true"}} if o is config_map else o for o in objs
+    ]
+    assert env_values(on)["MLGITOPS_UI"] == "true"
 
 
 def test_only_an_overlay_names_the_environment() -> None:

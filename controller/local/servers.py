@@ -33,7 +33,7 @@ from controller.local import processes
 from controller.planning.children import model_uri, serving_args
 from controller.state import StateDir, write_json
 
-FIRST_PORT = 8600
+FIRST_PORT = 8600  # the first port allocated; $MLGITOPS_FIRST_PORT moves it
 BACKOFF_MAX = 60.0
 
 
@@ -99,7 +99,7 @@ class LocalRuntime:
             if key in ports:
                 return ports[key]
             taken = set(ports.values())
-            port = FIRST_PORT
+            port = first_port()
             while port in taken or not _free(self.host, port):
                 port += 1
             ports[key] = port
@@ -267,6 +267,14 @@ class LocalRuntime:
         for suffix in (".pid", ".json"):
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / f"{name}{suffix}").unlink()
+
+
+def first_port() -> int:
+    """Where allocation starts: ``$MLGITOPS_FIRST_PORT``, else 8600. Ports are remembered per state
+    directory only, so runtimes on separate state directories that start servers at the same
+    moment need ranges of their own (the test suite's parallel workers, say)."""
+    raw = os.environ.get("MLGITOPS_FIRST_PORT")
+    return int(raw) if raw else FIRST_PORT
 
 
 def _free(host: str, port: int) -> bool:

@@ -17,9 +17,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv and install mlgitops with its dev tools (pinned)
 
+# The tests spend most of their time starting processes and waiting on them, so three xdist
+# workers share the two cores. Whole files go to a worker (--dist loadfile: module-scoped servers
+# are started once), in collection order (the long integration files first, not the files with
+# the most tests: the single-test files would then come last, alone).
+PYTEST_WORKERS ?= 3
+
 test: setup lint typecheck ## lint, type-check, then every test but the e2e tier (make e2e)
 	@$(PY) -m compileall -q -x '/\.venv' controller tests bench examples > /dev/null  # the tests start many processes
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -22,6 +22,15 @@ from tests.receiver import receiver  # noqa: F401 - the fixture, for every test
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")
 
+# Under pytest-xdist (`make test` runs the suite on several workers), each worker's embedded
+# runtimes allocate serving ports from a range of their own: every test has a state directory of
+# its own, and port allocation is coordinated per state directory only, so two workers would both
+# take 8600 for their first server. Below the kernel's ephemeral range (32768 up), where no
+# client connection takes a port. Without xdist, the default (8600) is what runs.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw"):
+    os.environ["MLGITOPS_FIRST_PORT"] = str(20000 + 200 * int(_WORKER[2:]))
+
 CATALOGS = ("dev", "staging", "prod")
 
 
